@@ -1,0 +1,11 @@
+DROP TABLE api_keys;
+DROP TABLE decisions;
+DROP TABLE reward_keys;
+DROP TABLE rewards;
+DROP TABLE exposures;
+DROP TABLE sticky_assignments;
+DROP TABLE policy_snapshots;
+DROP TABLE arms;
+DROP TABLE experiment_versions;
+DROP TABLE experiments;
+DROP TABLE settings;

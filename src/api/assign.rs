@@ -1,0 +1,272 @@
+//! `POST /v1/assign` and `POST /v1/assign/batch`: which strategy to show this unit.
+
+use std::sync::Arc;
+
+use actix_web::{web, HttpResponse};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use super::error::{ApiError, ErrorBody};
+use crate::app::AppState;
+use crate::experiment::context::parse_context;
+use crate::experiment::registry::{Draw, LiveExperiment, Unlogged};
+use crate::keys::pseudonymise;
+use crate::store::models::{ExposureRow, StickyRow};
+use crate::store::queries;
+use crate::store::writer::WriteItem;
+
+pub const MAX_ID_LEN: usize = 256;
+pub const MAX_BATCH: usize = 500;
+
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AssignRequest {
+    /// Experiment key.
+    pub experiment: String,
+    /// The shopper (or session) id; stored only as a keyed hash.
+    pub unit_id: String,
+    /// Makes the draw repeatable: the same (unit, request id) gets the same arm.
+    #[serde(default)]
+    pub request_id: Option<String>,
+    /// Flat attributes: numbers, strings or booleans.
+    #[serde(default)]
+    #[schema(value_type = Option<Object>)]
+    pub context: Option<serde_json::Map<String, serde_json::Value>>,
+    /// Restrict the draw to these arms (e.g. out-of-stock bundles excluded).
+    #[serde(default)]
+    pub eligible_arms: Option<Vec<String>>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct AssignResponse {
+    /// Id to report rewards against; null when the decision was not logged.
+    pub exposure_id: Option<String>,
+    pub experiment: String,
+    pub arm: String,
+    #[schema(value_type = Object)]
+    pub payload: Arc<serde_json::Value>,
+    /// Exact probability with which this arm was drawn (1 for an unlogged default).
+    pub propensity: f64,
+    pub policy_version: i64,
+    pub logged: bool,
+    /// Why the decision was not logged (`not_running`, `outside_traffic`, `not_targeted`,
+    /// `store_unavailable`); absent when logged.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AssignBatchRequest {
+    pub requests: Vec<AssignRequest>,
+}
+
+/// One result per request, in order: a decision, or an error body.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+#[serde(untagged)]
+pub enum AssignResult {
+    Ok(AssignResponse),
+    Err(ErrorBody),
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct AssignBatchResponse {
+    pub results: Vec<AssignResult>,
+}
+
+/// A unit or request id: 1–256 characters, no control characters.
+pub fn check_id(field: &'static str, code: &'static str, v: &str) -> Result<(), ApiError> {
+    if v.is_empty() || v.chars().count() > MAX_ID_LEN || v.chars().any(char::is_control) {
+        return Err(ApiError::unprocessable(code, format!("`{field}` must be 1–{MAX_ID_LEN} characters without control characters")));
+    }
+    Ok(())
+}
+
+fn unlogged(exp: &LiveExperiment, arm: usize, reason: Unlogged, state: &AppState) -> AssignResponse {
+    state.metrics.unlogged_decisions.with_label_values(&[&exp.key, reason.as_str()]).inc();
+    AssignResponse {
+        exposure_id: None,
+        experiment: exp.key.clone(),
+        arm: exp.definition.arms[arm].key.clone(),
+        payload: exp.payloads[arm].clone(),
+        propensity: 1.0,
+        policy_version: exp.policy_version,
+        logged: false,
+        reason: Some(reason.as_str().to_string()),
+    }
+}
+
+/// Decides, logs and answers one request.
+pub async fn assign_one(state: &web::Data<AppState>, req: AssignRequest) -> Result<AssignResponse, ApiError> {
+    check_id("unit_id", "invalid_unit_id", &req.unit_id)?;
+    if let Some(r) = &req.request_id {
+        check_id("request_id", "invalid_request_id", r)?;
+    }
+    let registry = state.registry.load();
+    let exp = registry
+        .get(&req.experiment)
+        .cloned()
+        .ok_or_else(|| ApiError::not_found("experiment_not_found", format!("no experiment `{}`", truncate(&req.experiment))))?;
+    drop(registry);
+    let ctx = match &req.context {
+        Some(raw) => parse_context(raw).map_err(|e| ApiError::unprocessable("invalid_context", e.to_string()))?,
+        None => Default::default(),
+    };
+    let n = exp.definition.arms.len();
+    let eligible: Vec<bool> = match &req.eligible_arms {
+        None => vec![true; n],
+        Some(list) => {
+            if list.is_empty() {
+                return Err(ApiError::unprocessable("no_eligible_arms", "`eligible_arms` must name at least one arm"));
+            }
+            let mut e = vec![false; n];
+            for k in list {
+                let i = exp.definition.arm_index(k).ok_or_else(|| {
+                    ApiError::unprocessable("unknown_arm", format!("`{}` is not an arm of `{}`", truncate(k), exp.key))
+                })?;
+                e[i] = true;
+            }
+            e
+        }
+    };
+    let request_id = req.request_id.clone().unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+    let draw = exp
+        .decide(&req.unit_id, &request_id, &ctx, &eligible)
+        .map_err(|e| ApiError::unprocessable(e.code(), e.to_string()))?;
+    let (mut arm, mut propensity, pmf) = match draw {
+        Draw::Default { arm, reason } => return Ok(unlogged(&exp, arm, reason, state)),
+        Draw::Drawn { arm, propensity, pmf } => (arm, propensity, pmf),
+    };
+    if !state.db_up() {
+        return Ok(unlogged(&exp, exp.default_arm_among(&eligible), Unlogged::StoreUnavailable, state));
+    }
+    let unit_hash = pseudonymise(&state.unit_secret, &req.unit_id);
+    let created_at = crate::store::now();
+    if exp.definition.sticky {
+        let candidate = StickyRow {
+            experiment_id: exp.id,
+            version: exp.version,
+            unit_hash: unit_hash.clone(),
+            arm: exp.definition.arms[arm].key.clone(),
+            propensity,
+            created_at,
+        };
+        let st = state.clone();
+        match web::block(move || queries::sticky_get_or_insert(&st.db, &candidate)).await? {
+            Ok(stored) => {
+                // The unit keeps its first arm (and that draw's propensity) while it is eligible.
+                if let Some(i) = exp.definition.arm_index(&stored.arm).filter(|i| eligible[*i]) {
+                    arm = i;
+                    propensity = stored.propensity;
+                }
+            }
+            Err(e) if e.is_unavailable() => {
+                return Ok(unlogged(&exp, exp.default_arm_among(&eligible), Unlogged::StoreUnavailable, state))
+            }
+            Err(e) => return Err(ApiError::internal(e)),
+        }
+    }
+    let pmf_json: serde_json::Map<String, serde_json::Value> = exp
+        .definition
+        .arms
+        .iter()
+        .zip(&pmf)
+        .filter(|(_, p)| **p > 0.0)
+        .map(|(a, p)| (a.key.clone(), serde_json::Value::from(*p)))
+        .collect();
+    let exposure_id = uuid::Uuid::now_v7().to_string();
+    let row = ExposureRow {
+        id: exposure_id.clone(),
+        experiment_id: exp.id,
+        version: exp.version,
+        unit_hash,
+        request_id,
+        arm: exp.definition.arms[arm].key.clone(),
+        propensity,
+        pmf: serde_json::Value::Object(pmf_json).to_string(),
+        context: serde_json::to_string(&ctx).map_err(ApiError::internal)?,
+        policy_version: exp.policy_version,
+        created_at,
+    };
+    match state.writer.write(WriteItem::Exposure(row)).await {
+        Ok(_) => {
+            state.metrics.decisions.with_label_values(&[&exp.key, &exp.definition.arms[arm].key]).inc();
+            Ok(AssignResponse {
+                exposure_id: Some(exposure_id),
+                experiment: exp.key.clone(),
+                arm: exp.definition.arms[arm].key.clone(),
+                payload: exp.payloads[arm].clone(),
+                propensity,
+                policy_version: exp.policy_version,
+                logged: true,
+                reason: None,
+            })
+        }
+        Err(e) => {
+            if !e.is_unavailable() {
+                tracing::error!(error = %e, experiment = %exp.key, "exposure not stored");
+            }
+            Ok(unlogged(&exp, exp.default_arm_among(&eligible), Unlogged::StoreUnavailable, state))
+        }
+    }
+}
+
+/// Cuts user-supplied text echoed in messages to a sane length.
+pub fn truncate(s: &str) -> String {
+    let mut t: String = s.chars().filter(|c| !c.is_control()).take(80).collect();
+    if s.chars().count() > 80 {
+        t.push('…');
+    }
+    t
+}
+
+/// Choose an arm for one unit.
+#[utoipa::path(
+    post, path = "/v1/assign", tag = "decisions",
+    request_body = AssignRequest,
+    responses(
+        (status = 200, description = "The decision", body = AssignResponse),
+        (status = 400, description = "Malformed JSON", body = ErrorBody),
+        (status = 401, description = "Missing or unknown key", body = ErrorBody),
+        (status = 403, description = "Key lacks the `assign` scope", body = ErrorBody),
+        (status = 404, description = "Unknown experiment (`experiment_not_found`)", body = ErrorBody),
+        (status = 422, description = "Invalid field", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn assign(state: web::Data<AppState>, body: web::Json<AssignRequest>) -> Result<HttpResponse, ApiError> {
+    let res = assign_one(&state, body.into_inner()).await?;
+    Ok(HttpResponse::Ok().json(res))
+}
+
+/// Choose arms for up to 500 requests at once; each result is a decision or an error.
+#[utoipa::path(
+    post, path = "/v1/assign/batch", tag = "decisions",
+    request_body = AssignBatchRequest,
+    responses(
+        (status = 200, description = "One result per request, in order", body = AssignBatchResponse),
+        (status = 401, description = "Missing or unknown key", body = ErrorBody),
+        (status = 403, description = "Key lacks the `assign` scope", body = ErrorBody),
+        (status = 422, description = "Empty or oversized batch", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn assign_batch(state: web::Data<AppState>, body: web::Json<AssignBatchRequest>) -> Result<HttpResponse, ApiError> {
+    let requests = body.into_inner().requests;
+    if requests.is_empty() || requests.len() > MAX_BATCH {
+        return Err(ApiError::unprocessable("invalid_batch_size", format!("a batch holds 1–{MAX_BATCH} requests")));
+    }
+    let futures = requests.into_iter().map(|r| {
+        let state = state.clone();
+        async move { assign_one(&state, r).await }
+    });
+    let results = futures_util::future::join_all(futures)
+        .await
+        .into_iter()
+        .map(|r| match r {
+            Ok(v) => AssignResult::Ok(v),
+            Err(e) => AssignResult::Err(e.body()),
+        })
+        .collect();
+    Ok(HttpResponse::Ok().json(AssignBatchResponse { results }))
+}

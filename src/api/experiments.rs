@@ -1,0 +1,258 @@
+//! `/v1/experiments`: create, read, update, list, lifecycle actions and the audit log.
+
+use actix_web::{web, HttpMessage, HttpRequest, HttpResponse};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use super::auth::Caller;
+use super::error::{ApiError, ErrorBody};
+use crate::app::AppState;
+use crate::experiment::admin::{self, Action, AdminError};
+use crate::experiment::definition::{valid_key, Definition};
+use crate::store::queries::{self, StoredExperiment, UpdateOutcome};
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ExperimentView {
+    pub key: String,
+    pub name: String,
+    pub status: String,
+    pub version: i32,
+    pub promoted_arm: Option<String>,
+    /// Policy version now served by this process (null until loaded).
+    pub policy_version: Option<i64>,
+    /// Probability of each arm under the served snapshot, before eligibility and the floor.
+    #[schema(value_type = Option<Object>)]
+    pub pmf: Option<serde_json::Map<String, serde_json::Value>>,
+    pub created_at: chrono::NaiveDateTime,
+    pub updated_at: chrono::NaiveDateTime,
+    pub definition: Definition,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct UpdateResponse {
+    /// `unchanged`, `updated_in_place` or `new_version`.
+    pub outcome: String,
+    pub experiment: ExperimentView,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ActionRequest {
+    /// Why: goes to the audit log.
+    #[serde(default)]
+    pub reason: String,
+    /// With `conclude`: the arm served to everyone from now on.
+    #[serde(default)]
+    pub winner: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct DecisionView {
+    pub id: i64,
+    pub action: String,
+    pub actor: String,
+    pub reason: String,
+    #[schema(value_type = Object)]
+    pub details: serde_json::Value,
+    pub created_at: chrono::NaiveDateTime,
+}
+
+fn view(state: &AppState, e: &StoredExperiment) -> ExperimentView {
+    let registry = state.registry.load();
+    let live = registry.get(&e.row.key).filter(|l| l.version == e.row.current_version);
+    ExperimentView {
+        key: e.row.key.clone(),
+        name: e.row.name.clone(),
+        status: e.row.status.clone(),
+        version: e.row.current_version,
+        promoted_arm: e.row.promoted_arm.clone(),
+        policy_version: live.map(|l| l.policy_version),
+        pmf: live.map(|l| {
+            l.definition
+                .arms
+                .iter()
+                .zip(&l.snapshot.policy.pmf)
+                .map(|(a, p)| (a.key.clone(), serde_json::Value::from(*p)))
+                .collect()
+        }),
+        created_at: e.row.created_at,
+        updated_at: e.row.updated_at,
+        definition: e.definition.clone(),
+    }
+}
+
+impl From<AdminError> for ApiError {
+    fn from(e: AdminError) -> Self {
+        match e {
+            AdminError::Invalid(_) => ApiError::unprocessable("invalid_definition", e.to_string()),
+            AdminError::Exists(_) => ApiError::conflict("experiment_exists", e.to_string()),
+            AdminError::NotFound(_) => ApiError::not_found("experiment_not_found", e.to_string()),
+            AdminError::Transition { .. } => ApiError::conflict("invalid_transition", e.to_string()),
+            AdminError::UnknownArm(_) => ApiError::unprocessable("unknown_arm", e.to_string()),
+            AdminError::Store(s) => s.into(),
+        }
+    }
+}
+
+fn actor(req: &HttpRequest) -> String {
+    req.extensions().get::<Caller>().map(|c| c.actor()).unwrap_or_else(|| "unknown".into())
+}
+
+/// After a change made here, reload at once so this process serves it immediately.
+async fn reload(state: &web::Data<AppState>) {
+    state.invalidate();
+    let st = state.clone();
+    match web::block(move || st.refresh_registry()).await {
+        Ok(Ok(_)) => {}
+        Ok(Err(e)) => tracing::warn!(error = %e, "registry reload after change failed"),
+        Err(e) => tracing::warn!(error = %e, "registry reload after change failed"),
+    }
+}
+
+/// List experiments.
+#[utoipa::path(get, path = "/v1/experiments", tag = "experiments",
+    responses((status = 200, body = Vec<ExperimentView>), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn list(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    let st = state.clone();
+    let all = web::block(move || queries::list_experiments(&st.db)).await??;
+    let views: Vec<ExperimentView> = all.iter().map(|e| view(&state, e)).collect();
+    Ok(HttpResponse::Ok().json(views))
+}
+
+/// Create an experiment (status `draft` unless the definition asks for `running`).
+#[utoipa::path(post, path = "/v1/experiments", tag = "experiments", request_body = Definition,
+    responses((status = 201, body = ExperimentView), (status = 409, description = "`experiment_exists`", body = ErrorBody),
+        (status = 422, description = "`invalid_definition`: every field and reason", body = ErrorBody),
+        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn create(state: web::Data<AppState>, req: HttpRequest, body: web::Json<Definition>) -> Result<HttpResponse, ApiError> {
+    let def = body.into_inner();
+    let who = actor(&req);
+    let st = state.clone();
+    let created = web::block(move || admin::create(&st.db, &def, &who)).await??;
+    reload(&state).await;
+    Ok(HttpResponse::Created().json(view(&state, &created)))
+}
+
+fn check_path_key(key: &str) -> Result<(), ApiError> {
+    if valid_key(key) {
+        Ok(())
+    } else {
+        Err(ApiError::not_found("experiment_not_found", "no such experiment"))
+    }
+}
+
+async fn load(state: &web::Data<AppState>, key: String) -> Result<StoredExperiment, ApiError> {
+    check_path_key(&key)?;
+    let st = state.clone();
+    let k = key.clone();
+    match web::block(move || queries::get_experiment(&st.db, &k)).await? {
+        Ok(e) => Ok(e),
+        Err(crate::store::StoreError::NotFound) => Err(ApiError::not_found("experiment_not_found", format!("no experiment `{key}`"))),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Read one experiment.
+#[utoipa::path(get, path = "/v1/experiments/{key}", tag = "experiments",
+    params(("key" = String, Path, description = "Experiment key")),
+    responses((status = 200, body = ExperimentView), (status = 404, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn get(state: web::Data<AppState>, path: web::Path<String>) -> Result<HttpResponse, ApiError> {
+    let e = load(&state, path.into_inner()).await?;
+    Ok(HttpResponse::Ok().json(view(&state, &e)))
+}
+
+/// Replace an experiment's definition. Changing arms or policy makes a new version.
+#[utoipa::path(put, path = "/v1/experiments/{key}", tag = "experiments", request_body = Definition,
+    params(("key" = String, Path, description = "Experiment key")),
+    responses((status = 200, body = UpdateResponse), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody),
+        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn update(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    path: web::Path<String>,
+    body: web::Json<Definition>,
+) -> Result<HttpResponse, ApiError> {
+    let key = path.into_inner();
+    check_path_key(&key)?;
+    let def = body.into_inner();
+    if def.key != key {
+        return Err(ApiError::unprocessable("key_mismatch", format!("the body's key `{}` differs from the path's `{key}`", def.key)));
+    }
+    let who = actor(&req);
+    let st = state.clone();
+    let (stored, outcome) = web::block(move || admin::update(&st.db, &def, &who)).await??;
+    reload(&state).await;
+    let outcome = match outcome {
+        UpdateOutcome::Unchanged => "unchanged",
+        UpdateOutcome::UpdatedInPlace => "updated_in_place",
+        UpdateOutcome::NewVersion(_) => "new_version",
+    };
+    Ok(HttpResponse::Ok().json(UpdateResponse { outcome: outcome.into(), experiment: view(&state, &stored) }))
+}
+
+/// Lifecycle: `start`, `pause`, `resume`, `conclude` (optionally with a winner) or `stop`.
+#[utoipa::path(post, path = "/v1/experiments/{key}/{action}", tag = "experiments", request_body = Option<ActionRequest>,
+    params(("key" = String, Path, description = "Experiment key"), ("action" = Action, Path, description = "start | pause | resume | conclude | stop")),
+    responses((status = 200, body = ExperimentView), (status = 404, body = ErrorBody),
+        (status = 409, description = "`invalid_transition`", body = ErrorBody), (status = 422, body = ErrorBody),
+        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn action(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    path: web::Path<(String, String)>,
+    body: web::Bytes,
+) -> Result<HttpResponse, ApiError> {
+    let (key, action) = path.into_inner();
+    check_path_key(&key)?;
+    let action = Action::parse(&action).ok_or_else(|| {
+        ApiError::not_found("unknown_action", "actions are start, pause, resume, conclude and stop")
+    })?;
+    let body: ActionRequest = if body.iter().all(u8::is_ascii_whitespace) {
+        ActionRequest::default()
+    } else {
+        serde_json::from_slice(&body).map_err(|e| {
+            if e.is_data() {
+                ApiError::unprocessable("invalid_request", format!("the request does not match the schema: {e}"))
+            } else {
+                ApiError::bad_request("invalid_json", format!("the body is not valid JSON: {e}"))
+            }
+        })?
+    };
+    if body.reason.chars().count() > 2000 {
+        return Err(ApiError::unprocessable("invalid_reason", "`reason` is at most 2000 characters"));
+    }
+    let who = actor(&req);
+    let st = state.clone();
+    let stored =
+        web::block(move || admin::transition(&st.db, &key, action, &who, &body.reason, body.winner.as_deref())).await??;
+    reload(&state).await;
+    Ok(HttpResponse::Ok().json(view(&state, &stored)))
+}
+
+/// The audit log of one experiment: every change and decision, oldest first.
+#[utoipa::path(get, path = "/v1/experiments/{key}/decisions", tag = "experiments",
+    params(("key" = String, Path, description = "Experiment key")),
+    responses((status = 200, body = Vec<DecisionView>), (status = 404, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn decisions(state: web::Data<AppState>, path: web::Path<String>) -> Result<HttpResponse, ApiError> {
+    let e = load(&state, path.into_inner()).await?;
+    let st = state.clone();
+    let rows = web::block(move || queries::list_decisions(&st.db, e.row.id)).await??;
+    let out: Vec<DecisionView> = rows
+        .into_iter()
+        .map(|d| DecisionView {
+            id: d.id,
+            action: d.action,
+            actor: d.actor,
+            reason: d.reason,
+            details: serde_json::from_str(&d.details).unwrap_or(serde_json::Value::Null),
+            created_at: d.created_at,
+        })
+        .collect();
+    Ok(HttpResponse::Ok().json(out))
+}

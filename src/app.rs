@@ -1,0 +1,173 @@
+//! Shared state of one serving process: the store, the log writer, the live registry
+//! (hot-swapped), the API-key cache, metrics, and the refresher loop that keeps them in
+//! step with the store.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+
+use crate::experiment::registry::{LiveExperiment, Registry};
+use crate::keys::Scope;
+use crate::store::{queries, Db, StoreError};
+use crate::store::writer::LogWriter;
+use crate::telemetry::Metrics;
+
+#[derive(Debug, Clone)]
+pub struct KeyInfo {
+    pub id: i64,
+    pub prefix: String,
+    pub scope: Scope,
+    pub revoked: bool,
+}
+
+pub struct AppState {
+    pub db: Db,
+    pub writer: LogWriter,
+    pub registry: ArcSwap<Registry>,
+    pub metrics: Arc<Metrics>,
+    pub unit_secret: Vec<u8>,
+    pub db_up: Arc<AtomicBool>,
+    pub max_body_bytes: usize,
+    keys: RwLock<HashMap<String, KeyInfo>>,
+    stamp: RwLock<Option<(Option<chrono::NaiveDateTime>, Option<i64>, i64)>>,
+}
+
+impl AppState {
+    pub fn new(db: Db, writer: LogWriter, metrics: Arc<Metrics>, unit_secret: Vec<u8>, db_up: Arc<AtomicBool>, max_body_bytes: usize) -> AppState {
+        AppState {
+            db,
+            writer,
+            registry: ArcSwap::from_pointee(Registry::default()),
+            metrics,
+            unit_secret,
+            db_up,
+            max_body_bytes,
+            keys: RwLock::new(HashMap::new()),
+            stamp: RwLock::new(None),
+        }
+    }
+
+    pub fn db_up(&self) -> bool {
+        self.db_up.load(Ordering::Relaxed)
+    }
+
+    /// Reloads the registry when the store's fingerprint changed; returns whether it did.
+    /// An experiment whose snapshot cannot be read keeps its previous live version.
+    pub fn refresh_registry(&self) -> Result<bool, StoreError> {
+        let stamp = queries::registry_stamp(&self.db)?;
+        if self.stamp.read().map(|s| *s == Some(stamp)).unwrap_or(false) {
+            return Ok(false);
+        }
+        let rows = queries::load_live(&self.db)?;
+        let old = self.registry.load();
+        let mut live = Vec::with_capacity(rows.len());
+        for (stored, snap) in rows {
+            match LiveExperiment::from_stored(stored, &snap) {
+                Ok(e) => live.push(e),
+                Err(msg) => {
+                    tracing::error!(error = %msg, "snapshot not loaded");
+                    if let Some(prev) = old.by_id(snap.experiment_id) {
+                        live.push((**prev).clone());
+                    }
+                }
+            }
+        }
+        for e in &live {
+            self.metrics.policy_version.with_label_values(&[&e.key]).set(e.policy_version);
+        }
+        self.registry.store(Arc::new(Registry::new(live)));
+        if let Ok(mut s) = self.stamp.write() {
+            *s = Some(stamp);
+        }
+        Ok(true)
+    }
+
+    /// Reloads every API key (revocations take effect within one refresh interval).
+    pub fn refresh_keys(&self) -> Result<(), StoreError> {
+        let rows = queries::list_api_keys(&self.db)?;
+        let mut map = HashMap::with_capacity(rows.len());
+        for r in rows {
+            if let Some(scope) = Scope::parse(&r.scope) {
+                map.insert(r.key_hash, KeyInfo { id: r.id, prefix: r.prefix, scope, revoked: r.revoked_at.is_some() });
+            }
+        }
+        if let Ok(mut k) = self.keys.write() {
+            *k = map;
+        }
+        Ok(())
+    }
+
+    /// Looks a key hash up in the cache, then in the store (so a key created a moment ago
+    /// by another process works at once).
+    pub fn lookup_key(&self, key_hash: &str) -> Result<Option<KeyInfo>, StoreError> {
+        if let Some(k) = self.keys.read().ok().and_then(|m| m.get(key_hash).cloned()) {
+            return Ok(Some(k));
+        }
+        let Some(row) = queries::find_api_key(&self.db, key_hash)? else { return Ok(None) };
+        let Some(scope) = Scope::parse(&row.scope) else { return Ok(None) };
+        let info = KeyInfo { id: row.id, prefix: row.prefix, scope, revoked: row.revoked_at.is_some() };
+        if let Ok(mut m) = self.keys.write() {
+            m.insert(row.key_hash, info.clone());
+        }
+        Ok(Some(info))
+    }
+
+    /// Forces the next refresh to reload (after a change made through this process).
+    pub fn invalidate(&self) {
+        if let Ok(mut s) = self.stamp.write() {
+            *s = None;
+        }
+    }
+
+    /// One pass of the refresher: probe the store, reload registry and keys.
+    pub fn refresh_all(&self) {
+        match self.db.ping() {
+            Ok(()) => {
+                self.db_up.store(true, Ordering::Relaxed);
+                self.metrics.db_up.set(1);
+                if let Err(e) = self.refresh_registry() {
+                    tracing::warn!(error = %e, "registry refresh failed");
+                }
+                if let Err(e) = self.refresh_keys() {
+                    tracing::warn!(error = %e, "key refresh failed");
+                }
+            }
+            Err(e) => {
+                if self.db_up.swap(false, Ordering::Relaxed) {
+                    tracing::warn!(error = %e, "database unreachable; serving default arms unlogged");
+                }
+                self.metrics.db_up.set(0);
+            }
+        }
+    }
+}
+
+/// Runs `refresh_all` every `every` until `stop` is set.
+pub fn spawn_refresher(state: Arc<AppState>, every: Duration, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<()> {
+    std::thread::Builder::new()
+        .name("refresher".into())
+        .spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                sleep_unless_stopped(every, &stop);
+                if stop.load(Ordering::Relaxed) {
+                    break;
+                }
+                state.refresh_all();
+            }
+        })
+        .unwrap_or_else(|e| panic!("cannot start the refresher thread: {e}"))
+}
+
+/// Sleeps in short steps so a stop request is seen within ~50 ms.
+pub fn sleep_unless_stopped(total: Duration, stop: &AtomicBool) {
+    let step = Duration::from_millis(50);
+    let mut left = total;
+    while !left.is_zero() && !stop.load(Ordering::Relaxed) {
+        let d = left.min(step);
+        std::thread::sleep(d);
+        left = left.saturating_sub(d);
+    }
+}

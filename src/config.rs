@@ -1,0 +1,175 @@
+//! Configuration: built-in defaults, overridden by a TOML file (`--config`), overridden by
+//! environment variables and command-line flags (clap reads both). `strategist serve
+//! --help` lists every option with its variable.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::experiment::definition::parse_duration;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Settings {
+    /// `postgres://…`, `sqlite://PATH` or a file path; empty = `./data/strategist.db`.
+    pub database_url: String,
+    pub bind: String,
+    /// Key of the keyed hash that pseudonymises unit ids. Empty = generated once and kept
+    /// in the store, so every replica sharing the store uses the same one.
+    pub unit_id_secret: String,
+    pub pool_size: u32,
+    pub workers: usize,
+    pub learner_interval: String,
+    pub refresh_interval: String,
+    pub writer_max_batch: usize,
+    pub writer_batch_wait: String,
+    pub max_body_bytes: usize,
+    pub run_learner: bool,
+    pub log_json: bool,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            database_url: String::new(),
+            bind: "127.0.0.1:8080".into(),
+            unit_id_secret: String::new(),
+            pool_size: 16,
+            workers: 0,
+            learner_interval: "30s".into(),
+            refresh_interval: "1s".into(),
+            writer_max_batch: 1024,
+            writer_batch_wait: "0ms".into(),
+            max_body_bytes: 256 * 1024,
+            run_learner: true,
+            log_json: false,
+        }
+    }
+}
+
+/// Command-line / environment overrides; `None` keeps the file's or default value.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct SettingsArgs {
+    /// TOML file with any of the settings below (flags and variables override it).
+    #[arg(long, env = "STRATEGIST_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Database: postgres://USER@HOST/DB, sqlite://PATH or a file path [default: ./data/strategist.db].
+    #[arg(long, env = "DATABASE_URL")]
+    pub database_url: Option<String>,
+    /// Address to listen on [default: 127.0.0.1:8080].
+    #[arg(long, env = "STRATEGIST_BIND")]
+    pub bind: Option<String>,
+    /// Secret for the keyed hash of unit ids [default: generated once, kept in the store].
+    #[arg(long, env = "STRATEGIST_UNIT_ID_SECRET", hide_env_values = true)]
+    pub unit_id_secret: Option<String>,
+    /// Database connections in the pool [default: 16].
+    #[arg(long, env = "STRATEGIST_POOL_SIZE")]
+    pub pool_size: Option<u32>,
+    /// HTTP worker threads [default: one per core].
+    #[arg(long, env = "STRATEGIST_WORKERS")]
+    pub workers: Option<usize>,
+    /// How often the learner updates policies, e.g. 30s [default: 30s].
+    #[arg(long, env = "STRATEGIST_LEARNER_INTERVAL")]
+    pub learner_interval: Option<String>,
+    /// How often a serving process checks the store for new snapshots [default: 1s].
+    #[arg(long, env = "STRATEGIST_REFRESH_INTERVAL")]
+    pub refresh_interval: Option<String>,
+    /// Largest group commit of the log writer [default: 1024].
+    #[arg(long, env = "STRATEGIST_WRITER_MAX_BATCH")]
+    pub writer_max_batch: Option<usize>,
+    /// Extra wait for a fuller batch, e.g. 0ms or 500us [default: 0ms: commit at once].
+    #[arg(long, env = "STRATEGIST_WRITER_BATCH_WAIT")]
+    pub writer_batch_wait: Option<String>,
+    /// Largest accepted request body in bytes [default: 262144].
+    #[arg(long, env = "STRATEGIST_MAX_BODY_BYTES")]
+    pub max_body_bytes: Option<usize>,
+    /// Run the background learner in this process (true/false) [default: true].
+    #[arg(long, env = "STRATEGIST_RUN_LEARNER")]
+    pub run_learner: Option<bool>,
+    /// Log as JSON lines [default: false].
+    #[arg(long, env = "STRATEGIST_LOG_JSON")]
+    pub log_json: Option<bool>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("config file {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("setting `{field}`: {reason}")]
+    Invalid { field: &'static str, reason: String },
+}
+
+impl Settings {
+    /// Defaults < file < environment/flags.
+    pub fn load(args: &SettingsArgs) -> Result<Settings, ConfigError> {
+        let mut s = match &args.config {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.clone(), source })?;
+                toml::from_str::<Settings>(&text)
+                    .map_err(|e| ConfigError::Parse { path: path.clone(), message: e.to_string() })?
+            }
+            None => Settings::default(),
+        };
+        macro_rules! over {
+            ($($f:ident),*) => { $( if let Some(v) = &args.$f { s.$f = v.clone(); } )* };
+        }
+        over!(database_url, bind, unit_id_secret, pool_size, workers, learner_interval, refresh_interval,
+              writer_max_batch, writer_batch_wait, max_body_bytes, run_learner, log_json);
+        s.check()?;
+        Ok(s)
+    }
+
+    fn check(&self) -> Result<(), ConfigError> {
+        for (field, v) in [
+            ("learner_interval", &self.learner_interval),
+            ("refresh_interval", &self.refresh_interval),
+            ("writer_batch_wait", &self.writer_batch_wait),
+        ] {
+            parse_duration(v).map_err(|reason| ConfigError::Invalid { field, reason })?;
+        }
+        if self.writer_max_batch == 0 {
+            return Err(ConfigError::Invalid { field: "writer_max_batch", reason: "must be at least 1".into() });
+        }
+        if self.max_body_bytes < 1024 {
+            return Err(ConfigError::Invalid { field: "max_body_bytes", reason: "must be at least 1024".into() });
+        }
+        Ok(())
+    }
+
+    pub fn learner_every(&self) -> Duration {
+        parse_duration(&self.learner_interval).unwrap_or(Duration::from_secs(30))
+    }
+
+    pub fn refresh_every(&self) -> Duration {
+        parse_duration(&self.refresh_interval).unwrap_or(Duration::from_secs(1))
+    }
+
+    pub fn batch_wait(&self) -> Duration {
+        parse_duration(&self.writer_batch_wait).unwrap_or(Duration::ZERO)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_override_the_file_which_overrides_defaults() {
+        let dir = std::env::temp_dir().join(format!("strategist-cfg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("s.toml");
+        std::fs::write(&path, "bind = \"0.0.0.0:9000\"\npool_size = 4\n").unwrap();
+        let args = SettingsArgs { config: Some(path.clone()), pool_size: Some(8), ..Default::default() };
+        let s = Settings::load(&args).unwrap();
+        assert_eq!(s.bind, "0.0.0.0:9000");
+        assert_eq!(s.pool_size, 8);
+        assert_eq!(s.learner_interval, "30s");
+        std::fs::write(&path, "bnd = 1\n").unwrap();
+        assert!(matches!(Settings::load(&args), Err(ConfigError::Parse { .. })));
+        let bad = SettingsArgs { learner_interval: Some("soon".into()), ..Default::default() };
+        assert!(matches!(Settings::load(&bad), Err(ConfigError::Invalid { field: "learner_interval", .. })));
+    }
+}

@@ -1,0 +1,357 @@
+//! Experiment definitions as the growth team writes them (`experiments/*.toml` or JSON on
+//! `/v1/experiments`), and their validation. A definition that passes `validate` can be
+//! served: every error names the field and the reason.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::policy::PolicySpec;
+
+pub const MAX_ARMS: usize = 100;
+pub const MAX_KEY_LEN: usize = 64;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Unit {
+    #[default]
+    User,
+    Session,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum MetricKind {
+    /// 0/1 per reward; an exposure converts when any reward of it is 1.
+    Conversion,
+    Revenue,
+    /// Revenue minus the arm's cost (`cost` per reward plus `cost_rate` × revenue).
+    Profit,
+    Custom,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Direction {
+    #[default]
+    Higher,
+    /// Lower is better: the value is negated once, at ingestion.
+    Lower,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MetricDef {
+    pub name: String,
+    pub kind: MetricKind,
+    /// Attribution window after the exposure, e.g. "24h", "7d".
+    #[serde(default = "default_window")]
+    pub window: String,
+    #[serde(default)]
+    pub direction: Direction,
+}
+
+fn default_window() -> String {
+    "24h".to_string()
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ArmDef {
+    pub key: String,
+    /// What the storefront renders; returned verbatim by `/v1/assign`.
+    #[serde(default = "empty_object")]
+    #[schema(value_type = Object)]
+    pub payload: serde_json::Value,
+    /// Cost per rewarded outcome (e.g. free shipping ≈ 4.90 per order).
+    #[serde(default)]
+    pub cost: f64,
+    /// Cost as a share of revenue (e.g. a 10% coupon = 0.10).
+    #[serde(default)]
+    pub cost_rate: f64,
+    #[serde(default)]
+    pub control: bool,
+}
+
+fn empty_object() -> serde_json::Value {
+    serde_json::Value::Object(Default::default())
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum RuleOp {
+    Eq,
+    Ne,
+    In,
+    NotIn,
+    Lt,
+    Lte,
+    Gt,
+    Gte,
+}
+
+/// One targeting condition on a request attribute; all rules must hold.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Rule {
+    pub attribute: String,
+    pub op: RuleOp,
+    #[schema(value_type = Object)]
+    pub value: serde_json::Value,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    Draft,
+    Running,
+    Paused,
+    Concluded,
+    Stopped,
+}
+
+impl Status {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Draft => "draft",
+            Status::Running => "running",
+            Status::Paused => "paused",
+            Status::Concluded => "concluded",
+            Status::Stopped => "stopped",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Status> {
+        Some(match s {
+            "draft" => Status::Draft,
+            "running" => Status::Running,
+            "paused" => Status::Paused,
+            "concluded" => Status::Concluded,
+            "stopped" => Status::Stopped,
+            _ => return None,
+        })
+    }
+}
+
+/// An experiment as defined by the growth team.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Definition {
+    pub key: String,
+    pub name: String,
+    #[serde(default)]
+    pub description: String,
+    #[serde(default)]
+    pub unit: Unit,
+    pub arms: Vec<ArmDef>,
+    #[schema(value_type = Object)]
+    pub policy: PolicySpec,
+    pub primary_metric: MetricDef,
+    #[serde(default)]
+    pub guardrails: Vec<MetricDef>,
+    #[serde(default)]
+    pub targeting: Vec<Rule>,
+    /// Share of units (by a deterministic hash) that enter the experiment, in (0, 1].
+    #[serde(default = "one")]
+    pub traffic: f64,
+    /// A unit keeps its first arm for the experiment's version.
+    #[serde(default)]
+    pub sticky: bool,
+    /// Exploration floor: every eligible arm is drawn with at least this probability.
+    #[serde(default = "default_floor")]
+    pub min_propensity: f64,
+    /// How long the learner waits after an exposure before using it (rewards that could
+    /// not have arrived yet are not counted as failures), e.g. "10m".
+    #[serde(default = "default_reward_wait")]
+    pub reward_wait: String,
+    /// Desired status when the file is first applied (`draft` if absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<Status>,
+}
+
+fn one() -> f64 {
+    1.0
+}
+fn default_floor() -> f64 {
+    0.01
+}
+fn default_reward_wait() -> String {
+    "10m".to_string()
+}
+
+/// One problem with a definition: which field, and why.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct FieldError {
+    pub field: String,
+    pub reason: String,
+}
+
+impl std::fmt::Display for FieldError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.field, self.reason)
+    }
+}
+
+/// Parses a duration such as "90s", "10m", "24h", "7d".
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s.trim()).map_err(|e| format!("`{s}` is not a duration like \"30m\", \"24h\" or \"7d\" ({e})"))
+}
+
+pub fn valid_key(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= MAX_KEY_LEN
+        && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
+}
+
+impl Definition {
+    pub fn arm_keys(&self) -> Vec<String> {
+        self.arms.iter().map(|a| a.key.clone()).collect()
+    }
+
+    pub fn arm_index(&self, key: &str) -> Option<usize> {
+        self.arms.iter().position(|a| a.key == key)
+    }
+
+    pub fn control_index(&self) -> usize {
+        self.arms.iter().position(|a| a.control).unwrap_or(0)
+    }
+
+    pub fn metrics(&self) -> impl Iterator<Item = &MetricDef> {
+        std::iter::once(&self.primary_metric).chain(self.guardrails.iter())
+    }
+
+    pub fn metric(&self, name: &str) -> Option<&MetricDef> {
+        self.metrics().find(|m| m.name == name)
+    }
+
+    /// The longest attribution window of any metric.
+    pub fn max_window(&self) -> Duration {
+        self.metrics()
+            .filter_map(|m| parse_duration(&m.window).ok())
+            .max()
+            .unwrap_or(Duration::from_secs(0))
+    }
+
+    pub fn reward_wait_duration(&self) -> Duration {
+        parse_duration(&self.reward_wait).unwrap_or(Duration::from_secs(600))
+    }
+
+    /// Whether a change from `self` to `next` needs a new version (arms or policy).
+    pub fn needs_new_version(&self, next: &Definition) -> bool {
+        self.arms != next.arms || self.policy != next.policy
+    }
+
+    /// Every problem at once, each naming its field.
+    pub fn validate(&self) -> Vec<FieldError> {
+        let mut errs = Vec::new();
+        let mut err = |field: String, reason: String| errs.push(FieldError { field, reason });
+        if !valid_key(&self.key) {
+            err("key".into(), format!("must be 1–{MAX_KEY_LEN} characters of letters, digits, '-', '_' or '.'"));
+        }
+        if self.name.trim().is_empty() {
+            err("name".into(), "must not be empty".into());
+        }
+        if self.arms.len() < 2 {
+            err("arms".into(), "an experiment needs at least two arms".into());
+        }
+        if self.arms.len() > MAX_ARMS {
+            err("arms".into(), format!("at most {MAX_ARMS} arms"));
+        }
+        let mut seen = std::collections::HashSet::new();
+        for (i, arm) in self.arms.iter().enumerate() {
+            if !valid_key(&arm.key) {
+                err(format!("arms[{i}].key"), format!("must be 1–{MAX_KEY_LEN} characters of letters, digits, '-', '_' or '.'"));
+            }
+            if !seen.insert(arm.key.as_str()) {
+                err(format!("arms[{i}].key"), format!("duplicate arm key `{}`", arm.key));
+            }
+            if !arm.cost.is_finite() || arm.cost < 0.0 {
+                err(format!("arms[{i}].cost"), "must be a finite number ≥ 0".into());
+            }
+            if !arm.cost_rate.is_finite() || !(0.0..=1.0).contains(&arm.cost_rate) {
+                err(format!("arms[{i}].cost_rate"), "must be in [0, 1]".into());
+            }
+            if serde_json::to_vec(&arm.payload).map(|v| v.len()).unwrap_or(usize::MAX) > 16 * 1024 {
+                err(format!("arms[{i}].payload"), "must serialize to at most 16 KiB".into());
+            }
+        }
+        let controls = self.arms.iter().filter(|a| a.control).count();
+        if controls != 1 {
+            err("arms".into(), format!("exactly one arm must have `control = true` (found {controls})"));
+        }
+        if !self.traffic.is_finite() || self.traffic <= 0.0 || self.traffic > 1.0 {
+            err("traffic".into(), "must be in (0, 1]".into());
+        }
+        let k = self.arms.len().max(1) as f64;
+        if !self.min_propensity.is_finite() || self.min_propensity < 0.0 || self.min_propensity * k > 1.0 {
+            err(
+                "min_propensity".into(),
+                format!("must be ≥ 0 and at most 1 / number of arms ({:.4})", 1.0 / k),
+            );
+        }
+        if let Err(e) = parse_duration(&self.reward_wait) {
+            err("reward_wait".into(), e);
+        }
+        let mut metric_names = std::collections::HashSet::new();
+        for (field, m) in std::iter::once(("primary_metric".to_string(), &self.primary_metric))
+            .chain(self.guardrails.iter().enumerate().map(|(i, m)| (format!("guardrails[{i}]"), m)))
+        {
+            if !valid_key(&m.name) {
+                err(format!("{field}.name"), "must be 1–64 characters of letters, digits, '-', '_' or '.'".into());
+            }
+            if !metric_names.insert(m.name.as_str()) {
+                err(format!("{field}.name"), format!("duplicate metric `{}`", m.name));
+            }
+            match parse_duration(&m.window) {
+                Ok(d) if d.is_zero() => err(format!("{field}.window"), "must be longer than zero".into()),
+                Ok(_) => {}
+                Err(e) => err(format!("{field}.window"), e),
+            }
+        }
+        for (i, r) in self.targeting.iter().enumerate() {
+            let field = format!("targeting[{i}]");
+            if r.attribute.is_empty() || r.attribute.len() > MAX_KEY_LEN {
+                err(format!("{field}.attribute"), "must be 1–64 characters".into());
+            }
+            match r.op {
+                RuleOp::In | RuleOp::NotIn => {
+                    let ok = r.value.as_array().map(|a| !a.is_empty() && a.iter().all(|v| v.is_string() || v.is_number())).unwrap_or(false);
+                    if !ok {
+                        err(format!("{field}.value"), "`in`/`not_in` need a non-empty list of strings or numbers".into());
+                    }
+                }
+                RuleOp::Lt | RuleOp::Lte | RuleOp::Gt | RuleOp::Gte => {
+                    if !r.value.as_f64().is_some_and(f64::is_finite) {
+                        err(format!("{field}.value"), "a numeric comparison needs a number".into());
+                    }
+                }
+                RuleOp::Eq | RuleOp::Ne => {
+                    if !(r.value.is_string() || r.value.is_number() || r.value.is_boolean()) {
+                        err(format!("{field}.value"), "`eq`/`ne` need a string, number or boolean".into());
+                    }
+                }
+            }
+        }
+        if let Err(e) = self.policy.validate(&self.arm_keys()) {
+            err("policy".into(), e.to_string());
+        }
+        if let Some(Status::Paused | Status::Concluded | Status::Stopped) = self.status {
+            err("status".into(), "a definition may only ask to start as `draft` or `running`".into());
+        }
+        errs
+    }
+}
+
+/// Parses a TOML definition; syntax and type errors carry TOML's own position and text.
+pub fn from_toml(text: &str) -> Result<Definition, String> {
+    toml::from_str::<Definition>(text).map_err(|e| e.to_string())
+}
+
+/// Metric names with their parsed windows, for attribution.
+pub fn windows(def: &Definition) -> BTreeMap<String, Duration> {
+    def.metrics()
+        .filter_map(|m| parse_duration(&m.window).ok().map(|d| (m.name.clone(), d)))
+        .collect()
+}

@@ -1,0 +1,140 @@
+//! The background learner: joins rewards to exposures, refits each running experiment's
+//! policy from the cumulative feedback of its current version, and writes a new policy
+//! snapshot when the feedback changed. Serving processes pick snapshots up by polling.
+//!
+//! Delayed rewards: an exposure is used only once it is older than the experiment's
+//! `reward_wait` (the time by which most of its rewards have arrived, as Azure
+//! Personalizer's "reward wait time"). Until then it is left out entirely, rather than
+//! counted as a failure. Rewards arriving later, still inside the metric's attribution
+//! window, are picked up on the next run, because each run refits from the cumulative
+//! sums of every mature exposure (it never freezes an exposure's reward).
+//!
+//! On Postgres only one process learns at a time: a session advisory lock is taken for
+//! the run and released after it; a process that does not get it skips the run.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::NaiveDateTime;
+use diesel::prelude::*;
+use diesel::sql_types::Bool;
+
+use crate::experiment::registry::SnapshotState;
+use crate::experiment::Status;
+use crate::policy::{self, explore, ArmFeedback};
+use crate::store::{partitions, queries, Db, StoreError};
+use crate::telemetry::Metrics;
+
+/// Advisory-lock key of the learner (an arbitrary constant: "STRATLRN").
+const LEARNER_LOCK: i64 = 0x5354_5241_544c_524e;
+
+#[derive(QueryableByName)]
+struct Locked {
+    #[diesel(sql_type = Bool)]
+    locked: bool,
+}
+
+struct PgLock(diesel::r2d2::PooledConnection<diesel::r2d2::ConnectionManager<diesel::PgConnection>>);
+
+impl Drop for PgLock {
+    fn drop(&mut self) {
+        if let Err(e) = diesel::sql_query(format!("SELECT pg_advisory_unlock({LEARNER_LOCK}) AS locked")).execute(&mut self.0) {
+            tracing::warn!(error = %e, "learner lock not released; it goes with the connection");
+        }
+    }
+}
+
+/// Takes the learner lock on Postgres; `Ok(None)` when another process holds it.
+/// SQLite is single-node: always granted.
+fn take_lock(db: &Db) -> Result<Option<Option<PgLock>>, StoreError> {
+    match db {
+        Db::Pg(pool) => {
+            let mut c = pool.get()?;
+            let got: Locked = diesel::sql_query(format!("SELECT pg_try_advisory_lock({LEARNER_LOCK}) AS locked")).get_result(&mut c)?;
+            Ok(if got.locked { Some(Some(PgLock(c))) } else { None })
+        }
+        Db::Sqlite(_) => Ok(Some(None)),
+    }
+}
+
+/// What one run did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RunReport {
+    pub experiments: usize,
+    pub snapshots_written: usize,
+    pub skipped_locked: bool,
+}
+
+/// One learner pass over every running or paused experiment, as of `now`.
+pub fn run_once(db: &Db, metrics: &Metrics, now: NaiveDateTime) -> Result<RunReport, StoreError> {
+    let Some(_lock) = take_lock(db)? else {
+        return Ok(RunReport { skipped_locked: true, ..Default::default() });
+    };
+    let mut report = RunReport::default();
+    for (stored, snap) in queries::load_live(db)? {
+        if !matches!(stored.status(), Status::Running | Status::Paused) {
+            continue;
+        }
+        report.experiments += 1;
+        let def = &stored.definition;
+        let arm_keys = def.arm_keys();
+        let wait = chrono::Duration::from_std(def.reward_wait_duration()).unwrap_or(chrono::Duration::zero());
+        let binary = def.policy.wants_binary_reward();
+        let aggregates =
+            queries::arm_feedback(db, stored.row.id, stored.row.current_version, &def.primary_metric.name, binary, now - wait)?;
+        let mut feedback = vec![ArmFeedback::default(); arm_keys.len()];
+        for a in aggregates {
+            if let Some(i) = def.arm_index(&a.arm) {
+                feedback[i] = ArmFeedback { n: a.n.max(0) as u64, sum: a.s, sum_sq: a.ss };
+            }
+        }
+        let previous: Option<SnapshotState> = serde_json::from_str(&snap.state).ok();
+        if previous.as_ref().is_some_and(|p| p.feedback == feedback) {
+            continue;
+        }
+        let next_pv = snap.policy_version + 1;
+        let seed = explore::draw_seed(&stored.row.salt, "policy-snapshot", &next_pv.to_string());
+        let state = match policy::update_state(&def.policy, &arm_keys, &feedback, seed) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!(experiment = %stored.row.key, error = %e, "policy update failed; keeping the previous snapshot");
+                continue;
+            }
+        };
+        let n_feedback: u64 = feedback.iter().map(|f| f.n).sum();
+        let json = serde_json::to_string(&SnapshotState { policy: state, feedback })
+            .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let pv = queries::insert_snapshot(db, stored.row.id, stored.row.current_version, &json, n_feedback as i64)?;
+        metrics.learner_snapshots.with_label_values(&[&stored.row.key]).inc();
+        tracing::info!(experiment = %stored.row.key, policy_version = pv, n_feedback, "new policy snapshot");
+        report.snapshots_written += 1;
+    }
+    metrics.learner_last_run.set(chrono::Utc::now().timestamp());
+    Ok(report)
+}
+
+/// Runs the learner every `every` until `stop` is set; errors are logged and the loop
+/// goes on. Partitions are also kept ahead here, once an hour.
+pub fn spawn(db: Db, metrics: Arc<Metrics>, every: Duration, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<()> {
+    std::thread::Builder::new()
+        .name("learner".into())
+        .spawn(move || {
+            let mut last_partitions: Option<Instant> = None;
+            while !stop.load(Ordering::Relaxed) {
+                if last_partitions.is_none_or(|t| t.elapsed() > Duration::from_secs(3600)) {
+                    match partitions::ensure_partitions(&db, chrono::Utc::now().date_naive(), 2) {
+                        Ok(_) => last_partitions = Some(Instant::now()),
+                        Err(e) => tracing::warn!(error = %e, "partition maintenance failed"),
+                    }
+                }
+                match run_once(&db, &metrics, crate::store::now()) {
+                    Ok(r) if r.snapshots_written > 0 => tracing::debug!(?r, "learner run"),
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!(error = %e, "learner run failed; retrying next interval"),
+                }
+                crate::app::sleep_unless_stopped(every, &stop);
+            }
+        })
+        .unwrap_or_else(|e| panic!("cannot start the learner thread: {e}"))
+}

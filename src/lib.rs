@@ -1,0 +1,18 @@
+//! Strategist: a contextual-bandit experimentation platform for e-commerce marketing.
+//! A storefront asks which strategy to show a shopper; Strategist answers from a learning
+//! policy, logs the decision with its exact probability, joins the outcomes, and learns.
+//!
+//! Rooms: `api` (HTTP), `experiment` (definitions, registry), `policy` (PMFs and learning,
+//! pure), `store` (diesel, log writer), `learner` (background updates), `cli`.
+
+pub mod api;
+pub mod app;
+pub mod cli;
+pub mod config;
+pub mod experiment;
+pub mod keys;
+pub mod learner;
+pub mod policy;
+pub mod startup;
+pub mod store;
+pub mod telemetry;
