@@ -24,24 +24,12 @@ fn specs() -> Vec<PolicySpec> {
     vec![
         PolicySpec::Fixed {
             weights: Some(
-                arm_keys()
-                    .into_iter()
-                    .enumerate()
-                    .map(|(i, k)| (k, 1.0 + i as f64))
-                    .collect::<BTreeMap<_, _>>(),
+                arm_keys().into_iter().enumerate().map(|(i, k)| (k, 1.0 + i as f64)).collect::<BTreeMap<_, _>>(),
             ),
         },
         PolicySpec::EpsilonGreedy { epsilon: 0.1 },
-        PolicySpec::ThompsonBeta {
-            prior_alpha: 1.0,
-            prior_beta: 1.0,
-            draws: DEFAULT_DRAWS,
-        },
-        PolicySpec::ThompsonGaussian {
-            prior_mean: 0.0,
-            prior_sd: 100.0,
-            draws: DEFAULT_DRAWS,
-        },
+        PolicySpec::ThompsonBeta { prior_alpha: 1.0, prior_beta: 1.0, draws: DEFAULT_DRAWS },
+        PolicySpec::ThompsonGaussian { prior_mean: 0.0, prior_sd: 100.0, draws: DEFAULT_DRAWS },
     ]
 }
 
@@ -51,11 +39,7 @@ fn feedback() -> Vec<ArmFeedback> {
     (0..ARMS)
         .map(|i| {
             let conversions = 60.0 + 4.0 * i as f64;
-            ArmFeedback {
-                n: 2_000,
-                sum: conversions,
-                sum_sq: conversions,
-            }
+            ArmFeedback { n: 2_000, sum: conversions, sum_sq: conversions }
         })
         .collect()
 }

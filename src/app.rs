@@ -11,8 +11,8 @@ use arc_swap::ArcSwap;
 
 use crate::experiment::registry::{LiveExperiment, Registry};
 use crate::keys::Scope;
-use crate::store::{queries, Db, StoreError};
 use crate::store::writer::LogWriter;
+use crate::store::{queries, Db, StoreError};
 use crate::telemetry::Metrics;
 
 #[derive(Debug, Clone)]
@@ -32,11 +32,18 @@ pub struct AppState {
     pub db_up: Arc<AtomicBool>,
     pub max_body_bytes: usize,
     keys: RwLock<HashMap<String, KeyInfo>>,
-    stamp: RwLock<Option<(Option<chrono::NaiveDateTime>, Option<i64>, i64)>>,
+    stamp: RwLock<Option<queries::Stamp>>,
 }
 
 impl AppState {
-    pub fn new(db: Db, writer: LogWriter, metrics: Arc<Metrics>, unit_secret: Vec<u8>, db_up: Arc<AtomicBool>, max_body_bytes: usize) -> AppState {
+    pub fn new(
+        db: Db,
+        writer: LogWriter,
+        metrics: Arc<Metrics>,
+        unit_secret: Vec<u8>,
+        db_up: Arc<AtomicBool>,
+        max_body_bytes: usize,
+    ) -> AppState {
         AppState {
             db,
             writer,

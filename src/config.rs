@@ -107,7 +107,8 @@ impl Settings {
     pub fn load(args: &SettingsArgs) -> Result<Settings, ConfigError> {
         let mut s = match &args.config {
             Some(path) => {
-                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.clone(), source })?;
+                let text =
+                    std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.clone(), source })?;
                 toml::from_str::<Settings>(&text)
                     .map_err(|e| ConfigError::Parse { path: path.clone(), message: e.to_string() })?
             }
@@ -116,8 +117,20 @@ impl Settings {
         macro_rules! over {
             ($($f:ident),*) => { $( if let Some(v) = &args.$f { s.$f = v.clone(); } )* };
         }
-        over!(database_url, bind, unit_id_secret, pool_size, workers, learner_interval, refresh_interval,
-              writer_max_batch, writer_batch_wait, max_body_bytes, run_learner, log_json);
+        over!(
+            database_url,
+            bind,
+            unit_id_secret,
+            pool_size,
+            workers,
+            learner_interval,
+            refresh_interval,
+            writer_max_batch,
+            writer_batch_wait,
+            max_body_bytes,
+            run_learner,
+            log_json
+        );
         s.check()?;
         Ok(s)
     }

@@ -40,7 +40,8 @@ pub struct Application {
 
 impl Application {
     pub fn build(settings: &Settings) -> anyhow::Result<Application> {
-        let listener = TcpListener::bind(&settings.bind).with_context(|| format!("cannot listen on {}", settings.bind))?;
+        let listener =
+            TcpListener::bind(&settings.bind).with_context(|| format!("cannot listen on {}", settings.bind))?;
         let db = open_store(settings)?;
         Self::build_with(settings, db, listener)
     }

@@ -64,7 +64,8 @@ impl Metrics {
                 .buckets(vec![1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0]),
         ));
         let writer_commit_seconds = must(Histogram::with_opts(
-            HistogramOpts::new("strategist_writer_commit_seconds", "Duration of one group commit").buckets(latency_buckets),
+            HistogramOpts::new("strategist_writer_commit_seconds", "Duration of one group commit")
+                .buckets(latency_buckets),
         ));
         let writer_queue_depth =
             must(IntGauge::new("strategist_writer_queue_depth", "Items waiting for the log writer"));

@@ -77,7 +77,10 @@ pub struct AssignBatchResponse {
 /// A unit or request id: 1–256 characters, no control characters.
 pub fn check_id(field: &'static str, code: &'static str, v: &str) -> Result<(), ApiError> {
     if v.is_empty() || v.chars().count() > MAX_ID_LEN || v.chars().any(char::is_control) {
-        return Err(ApiError::unprocessable(code, format!("`{field}` must be 1–{MAX_ID_LEN} characters without control characters")));
+        return Err(ApiError::unprocessable(
+            code,
+            format!("`{field}` must be 1–{MAX_ID_LEN} characters without control characters"),
+        ));
     }
     Ok(())
 }
@@ -103,10 +106,9 @@ pub async fn assign_one(state: &web::Data<AppState>, req: AssignRequest) -> Resu
         check_id("request_id", "invalid_request_id", r)?;
     }
     let registry = state.registry.load();
-    let exp = registry
-        .get(&req.experiment)
-        .cloned()
-        .ok_or_else(|| ApiError::not_found("experiment_not_found", format!("no experiment `{}`", truncate(&req.experiment))))?;
+    let exp = registry.get(&req.experiment).cloned().ok_or_else(|| {
+        ApiError::not_found("experiment_not_found", format!("no experiment `{}`", truncate(&req.experiment)))
+    })?;
     drop(registry);
     let ctx = match &req.context {
         Some(raw) => parse_context(raw).map_err(|e| ApiError::unprocessable("invalid_context", e.to_string()))?,
@@ -251,7 +253,10 @@ pub async fn assign(state: web::Data<AppState>, body: web::Json<AssignRequest>) 
     ),
     security(("bearer" = []))
 )]
-pub async fn assign_batch(state: web::Data<AppState>, body: web::Json<AssignBatchRequest>) -> Result<HttpResponse, ApiError> {
+pub async fn assign_batch(
+    state: web::Data<AppState>,
+    body: web::Json<AssignBatchRequest>,
+) -> Result<HttpResponse, ApiError> {
     let requests = body.into_inner().requests;
     if requests.is_empty() || requests.len() > MAX_BATCH {
         return Err(ApiError::unprocessable("invalid_batch_size", format!("a batch holds 1–{MAX_BATCH} requests")));

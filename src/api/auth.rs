@@ -24,20 +24,17 @@ impl Caller {
 
 async fn authorize(req: &ServiceRequest, allowed: &[Scope]) -> Result<KeyInfo, ApiError> {
     let unauthorized = |m: &str| ApiError::new(actix_web::http::StatusCode::UNAUTHORIZED, "unauthorized", m);
-    let header = req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .ok_or_else(|| unauthorized("send `Authorization: Bearer <key>`; create a key with `strategist keys create`"))?;
+    let header = req.headers().get(header::AUTHORIZATION).ok_or_else(|| {
+        unauthorized("send `Authorization: Bearer <key>`; create a key with `strategist keys create`")
+    })?;
     let value = header.to_str().map_err(|_| unauthorized("the Authorization header is not valid text"))?;
     let key = value
         .strip_prefix("Bearer ")
         .map(str::trim)
         .filter(|k| k.starts_with(KEY_PREFIX) && k.len() <= 128)
         .ok_or_else(|| unauthorized("the Authorization header must be `Bearer stk_…`"))?;
-    let state = req
-        .app_data::<web::Data<AppState>>()
-        .ok_or_else(|| ApiError::internal("application state missing"))?
-        .clone();
+    let state =
+        req.app_data::<web::Data<AppState>>().ok_or_else(|| ApiError::internal("application state missing"))?.clone();
     let hash = hash_key(key);
     let info = web::block(move || state.lookup_key(&hash)).await??;
     let info = info.ok_or_else(|| unauthorized("unknown API key"))?;

@@ -51,7 +51,11 @@ impl ApiError {
     /// An unexpected failure: logged in full, answered with nothing internal.
     pub fn internal(cause: impl std::fmt::Display) -> ApiError {
         tracing::error!(error = %cause, "internal error");
-        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal_error", "an unexpected error occurred; it has been logged")
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal_error",
+            "an unexpected error occurred; it has been logged",
+        )
     }
 
     pub fn body(&self) -> ErrorBody {
@@ -116,7 +120,9 @@ pub fn json_error(err: &actix_web::error::JsonPayloadError) -> ApiError {
             "unsupported_media_type",
             "send the body as JSON with `Content-Type: application/json`",
         ),
-        J::Deserialize(e) if e.is_data() => ApiError::unprocessable("invalid_request", format!("the request does not match the schema: {e}")),
+        J::Deserialize(e) if e.is_data() => {
+            ApiError::unprocessable("invalid_request", format!("the request does not match the schema: {e}"))
+        }
         J::Deserialize(e) => ApiError::bad_request("invalid_json", format!("the body is not valid JSON: {e}")),
         other => ApiError::bad_request("invalid_body", format!("cannot read the request body: {other}")),
     }

@@ -126,7 +126,11 @@ pub async fn list(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> 
         (status = 422, description = "`invalid_definition`: every field and reason", body = ErrorBody),
         (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)),
     security(("bearer" = [])))]
-pub async fn create(state: web::Data<AppState>, req: HttpRequest, body: web::Json<Definition>) -> Result<HttpResponse, ApiError> {
+pub async fn create(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    body: web::Json<Definition>,
+) -> Result<HttpResponse, ApiError> {
     let def = body.into_inner();
     let who = actor(&req);
     let st = state.clone();
@@ -149,7 +153,9 @@ async fn load(state: &web::Data<AppState>, key: String) -> Result<StoredExperime
     let k = key.clone();
     match web::block(move || queries::get_experiment(&st.db, &k)).await? {
         Ok(e) => Ok(e),
-        Err(crate::store::StoreError::NotFound) => Err(ApiError::not_found("experiment_not_found", format!("no experiment `{key}`"))),
+        Err(crate::store::StoreError::NotFound) => {
+            Err(ApiError::not_found("experiment_not_found", format!("no experiment `{key}`")))
+        }
         Err(e) => Err(e.into()),
     }
 }
@@ -180,7 +186,10 @@ pub async fn update(
     check_path_key(&key)?;
     let def = body.into_inner();
     if def.key != key {
-        return Err(ApiError::unprocessable("key_mismatch", format!("the body's key `{}` differs from the path's `{key}`", def.key)));
+        return Err(ApiError::unprocessable(
+            "key_mismatch",
+            format!("the body's key `{}` differs from the path's `{key}`", def.key),
+        ));
     }
     let who = actor(&req);
     let st = state.clone();
@@ -209,9 +218,8 @@ pub async fn action(
 ) -> Result<HttpResponse, ApiError> {
     let (key, action) = path.into_inner();
     check_path_key(&key)?;
-    let action = Action::parse(&action).ok_or_else(|| {
-        ApiError::not_found("unknown_action", "actions are start, pause, resume, conclude and stop")
-    })?;
+    let action = Action::parse(&action)
+        .ok_or_else(|| ApiError::not_found("unknown_action", "actions are start, pause, resume, conclude and stop"))?;
     let body: ActionRequest = if body.iter().all(u8::is_ascii_whitespace) {
         ActionRequest::default()
     } else {
@@ -229,7 +237,8 @@ pub async fn action(
     let who = actor(&req);
     let st = state.clone();
     let stored =
-        web::block(move || admin::transition(&st.db, &key, action, &who, &body.reason, body.winner.as_deref())).await??;
+        web::block(move || admin::transition(&st.db, &key, action, &who, &body.reason, body.winner.as_deref()))
+            .await??;
     reload(&state).await;
     Ok(HttpResponse::Ok().json(view(&state, &stored)))
 }

@@ -38,7 +38,11 @@ pub const ROUTES: &[(&str, &str)] = &[
 ];
 
 async fn method_not_allowed() -> Result<HttpResponse, ApiError> {
-    Err(ApiError::new(actix_web::http::StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "this route does not take that method"))
+    Err(ApiError::new(
+        actix_web::http::StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "this route does not take that method",
+    ))
 }
 
 async fn route_not_found() -> Result<HttpResponse, ApiError> {

@@ -116,13 +116,8 @@ fn attribution_for(
             format!("exposure {} is older than the `{}` window of {}", exposure.id, metric.name, metric.window),
         ));
     }
-    let (cost, rate) = exp
-        .definition
-        .arms
-        .iter()
-        .find(|a| a.key == exposure.arm)
-        .map(|a| (a.cost, a.cost_rate))
-        .unwrap_or((0.0, 0.0));
+    let (cost, rate) =
+        exp.definition.arms.iter().find(|a| a.key == exposure.arm).map(|a| (a.cost, a.cost_rate)).unwrap_or((0.0, 0.0));
     let stored = stored_value(metric, value, cost, rate)?;
     Ok(RewardRow {
         id: uuid::Uuid::now_v7().to_string(),
@@ -163,8 +158,9 @@ pub async fn reward_one(state: &web::Data<AppState>, req: RewardRequest) -> Resu
         }
         (None, None) => return Err(ApiError::unprocessable("missing_target", "send `exposure_id` or `unit_id`")),
         (Some(id), None) => {
-            let uuid = uuid::Uuid::parse_str(id)
-                .map_err(|_| ApiError::unprocessable("invalid_exposure_id", "`exposure_id` is not an id returned by /v1/assign"))?;
+            let uuid = uuid::Uuid::parse_str(id).map_err(|_| {
+                ApiError::unprocessable("invalid_exposure_id", "`exposure_id` is not an id returned by /v1/assign")
+            })?;
             let hint = uuid.get_timestamp().and_then(|ts| {
                 let (secs, nanos) = ts.to_unix();
                 chrono::DateTime::from_timestamp(secs as i64, nanos).map(|d| d.naive_utc())
@@ -179,10 +175,9 @@ pub async fn reward_one(state: &web::Data<AppState>, req: RewardRequest) -> Resu
                 Err(e) => return Err(e.into()),
             };
             let registry = state.registry.load();
-            let exp = registry
-                .by_id(exposure.experiment_id)
-                .cloned()
-                .ok_or_else(|| ApiError::not_found("experiment_not_found", "the exposure's experiment is not loaded yet; retry"))?;
+            let exp = registry.by_id(exposure.experiment_id).cloned().ok_or_else(|| {
+                ApiError::not_found("experiment_not_found", "the exposure's experiment is not loaded yet; retry")
+            })?;
             if let Some(k) = &req.experiment {
                 if *k != exp.key {
                     return Err(ApiError::unprocessable(
@@ -198,12 +193,9 @@ pub async fn reward_one(state: &web::Data<AppState>, req: RewardRequest) -> Resu
             check_id("unit_id", "invalid_unit_id", unit)?;
             let registry = state.registry.load();
             let only = match &req.experiment {
-                Some(k) => Some(
-                    registry
-                        .get(k)
-                        .cloned()
-                        .ok_or_else(|| ApiError::not_found("experiment_not_found", format!("no experiment `{}`", truncate(k))))?,
-                ),
+                Some(k) => Some(registry.get(k).cloned().ok_or_else(|| {
+                    ApiError::not_found("experiment_not_found", format!("no experiment `{}`", truncate(k)))
+                })?),
                 None => None,
             };
             let candidates: Vec<_> = registry
@@ -309,7 +301,10 @@ pub async fn rewards(state: web::Data<AppState>, body: web::Json<RewardRequest>)
     ),
     security(("bearer" = []))
 )]
-pub async fn rewards_batch(state: web::Data<AppState>, body: web::Json<RewardBatchRequest>) -> Result<HttpResponse, ApiError> {
+pub async fn rewards_batch(
+    state: web::Data<AppState>,
+    body: web::Json<RewardBatchRequest>,
+) -> Result<HttpResponse, ApiError> {
     let items = body.into_inner().rewards;
     if items.is_empty() || items.len() > MAX_BATCH {
         return Err(ApiError::unprocessable("invalid_batch_size", format!("a batch holds 1–{MAX_BATCH} rewards")));

@@ -92,15 +92,31 @@ fn purchase_probability(s: &Shopper, arm: &str) -> f64 {
         _ => 0.025,
     };
     let lift = if arm.contains("coupon") {
-        if s.segment == "bargain" { 1.6 } else { 1.1 }
+        if s.segment == "bargain" {
+            1.6
+        } else {
+            1.1
+        }
     } else if arm.contains("shipping") {
-        if s.segment == "lapsed" || s.cart < 50.0 { 1.5 } else { 1.05 }
+        if s.segment == "lapsed" || s.cart < 50.0 {
+            1.5
+        } else {
+            1.05
+        }
     } else if arm.contains("bundle") {
-        if s.segment == "loyal" { 1.25 } else { 0.95 }
+        if s.segment == "loyal" {
+            1.25
+        } else {
+            0.95
+        }
     } else if arm.contains("winback") || arm.contains("reactivation") {
         1.4
     } else if arm.contains("banner") || arm.contains("hero") || arm.contains("slate") {
-        if s.device == "mobile" { 1.2 } else { 1.05 }
+        if s.device == "mobile" {
+            1.2
+        } else {
+            1.05
+        }
     } else {
         1.0
     };
@@ -123,7 +139,8 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
     let assign = super::create_key(&db, Scope::Assign, "demo-storefront")?;
     let read = super::create_key(&db, Scope::Read, "demo-read")?;
     let experiments = queries::list_experiments(&db)?;
-    let listener = std::net::TcpListener::bind(&settings.bind).with_context(|| format!("cannot listen on {}", settings.bind))?;
+    let listener =
+        std::net::TcpListener::bind(&settings.bind).with_context(|| format!("cannot listen on {}", settings.bind))?;
     let base = format!("http://{}", listener.local_addr()?);
     println!();
     println!("Strategist demo on {} ({} store)", base, db.backend_name());
@@ -230,7 +247,8 @@ impl Simulator {
                     MetricKind::Revenue | MetricKind::Profit => revenue,
                     MetricKind::Custom => 1.0,
                 };
-                let reward = json!({"exposure_id": exposure, "metric": m.name, "value": value, "idempotency_key": order});
+                let reward =
+                    json!({"exposure_id": exposure, "metric": m.name, "value": value, "idempotency_key": order});
                 let _ = client
                     .post(format!("{}/v1/rewards", self.base))
                     .insert_header(("Authorization", format!("Bearer {}", self.key)))

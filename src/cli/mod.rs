@@ -161,7 +161,13 @@ fn experiments(cmd: ExperimentsCommand) -> anyhow::Result<()> {
         ExperimentsCommand::Validate { path } => match load_definitions(&path) {
             Ok(defs) => {
                 for (file, def) in defs {
-                    println!("{}: ok ({}, {} arms, policy {})", file.display(), def.key, def.arms.len(), def.policy.kind());
+                    println!(
+                        "{}: ok ({}, {} arms, policy {})",
+                        file.display(),
+                        def.key,
+                        def.arms.len(),
+                        def.policy.kind()
+                    );
                 }
                 Ok(())
             }
@@ -202,7 +208,13 @@ pub fn create_key(db: &Db, scope: Scope, name: &str) -> anyhow::Result<String> {
     let (key, prefix) = generate_key();
     queries::insert_api_key(
         db,
-        NewApiKey { key_hash: hash_key(&key), prefix, scope: scope.as_str().into(), name: name.into(), created_at: now() },
+        NewApiKey {
+            key_hash: hash_key(&key),
+            prefix,
+            scope: scope.as_str().into(),
+            name: name.into(),
+            created_at: now(),
+        },
     )?;
     Ok(key)
 }

@@ -158,9 +158,7 @@ pub fn transition(
 ) -> Result<StoredExperiment, AdminError> {
     let current = queries::get_experiment(db, key).map_err(|e| not_found(e, key))?;
     let from = current.status();
-    let to = action
-        .apply(from)
-        .ok_or(AdminError::Transition { action: action.as_str(), from: from.as_str() })?;
+    let to = action.apply(from).ok_or(AdminError::Transition { action: action.as_str(), from: from.as_str() })?;
     if let Some(w) = winner {
         if current.definition.arm_index(w).is_none() {
             return Err(AdminError::UnknownArm(w.to_string()));

@@ -196,7 +196,8 @@ impl std::fmt::Display for FieldError {
 
 /// Parses a duration such as "90s", "10m", "24h", "7d".
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    humantime::parse_duration(s.trim()).map_err(|e| format!("`{s}` is not a duration like \"30m\", \"24h\" or \"7d\" ({e})"))
+    humantime::parse_duration(s.trim())
+        .map_err(|e| format!("`{s}` is not a duration like \"30m\", \"24h\" or \"7d\" ({e})"))
 }
 
 pub fn valid_key(s: &str) -> bool {
@@ -228,10 +229,7 @@ impl Definition {
 
     /// The longest attribution window of any metric.
     pub fn max_window(&self) -> Duration {
-        self.metrics()
-            .filter_map(|m| parse_duration(&m.window).ok())
-            .max()
-            .unwrap_or(Duration::from_secs(0))
+        self.metrics().filter_map(|m| parse_duration(&m.window).ok()).max().unwrap_or(Duration::from_secs(0))
     }
 
     pub fn reward_wait_duration(&self) -> Duration {
@@ -262,7 +260,10 @@ impl Definition {
         let mut seen = std::collections::HashSet::new();
         for (i, arm) in self.arms.iter().enumerate() {
             if !valid_key(&arm.key) {
-                err(format!("arms[{i}].key"), format!("must be 1–{MAX_KEY_LEN} characters of letters, digits, '-', '_' or '.'"));
+                err(
+                    format!("arms[{i}].key"),
+                    format!("must be 1–{MAX_KEY_LEN} characters of letters, digits, '-', '_' or '.'"),
+                );
             }
             if !seen.insert(arm.key.as_str()) {
                 err(format!("arms[{i}].key"), format!("duplicate arm key `{}`", arm.key));
@@ -286,10 +287,7 @@ impl Definition {
         }
         let k = self.arms.len().max(1) as f64;
         if !self.min_propensity.is_finite() || self.min_propensity < 0.0 || self.min_propensity * k > 1.0 {
-            err(
-                "min_propensity".into(),
-                format!("must be ≥ 0 and at most 1 / number of arms ({:.4})", 1.0 / k),
-            );
+            err("min_propensity".into(), format!("must be ≥ 0 and at most 1 / number of arms ({:.4})", 1.0 / k));
         }
         if let Err(e) = parse_duration(&self.reward_wait) {
             err("reward_wait".into(), e);
@@ -317,9 +315,16 @@ impl Definition {
             }
             match r.op {
                 RuleOp::In | RuleOp::NotIn => {
-                    let ok = r.value.as_array().map(|a| !a.is_empty() && a.iter().all(|v| v.is_string() || v.is_number())).unwrap_or(false);
+                    let ok = r
+                        .value
+                        .as_array()
+                        .map(|a| !a.is_empty() && a.iter().all(|v| v.is_string() || v.is_number()))
+                        .unwrap_or(false);
                     if !ok {
-                        err(format!("{field}.value"), "`in`/`not_in` need a non-empty list of strings or numbers".into());
+                        err(
+                            format!("{field}.value"),
+                            "`in`/`not_in` need a non-empty list of strings or numbers".into(),
+                        );
                     }
                 }
                 RuleOp::Lt | RuleOp::Lte | RuleOp::Gt | RuleOp::Gte => {
@@ -351,7 +356,5 @@ pub fn from_toml(text: &str) -> Result<Definition, String> {
 
 /// Metric names with their parsed windows, for attribution.
 pub fn windows(def: &Definition) -> BTreeMap<String, Duration> {
-    def.metrics()
-        .filter_map(|m| parse_duration(&m.window).ok().map(|d| (m.name.clone(), d)))
-        .collect()
+    def.metrics().filter_map(|m| parse_duration(&m.window).ok().map(|d| (m.name.clone(), d))).collect()
 }

@@ -29,10 +29,8 @@ pub fn definition_files(path: &Path) -> Result<Vec<PathBuf>, FileProblem> {
         return Ok(vec![path.to_path_buf()]);
     }
     let rd = std::fs::read_dir(path).map_err(|e| problem(format!("cannot read: {e}")))?;
-    let mut files: Vec<PathBuf> = rd
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|x| x == "toml"))
-        .collect();
+    let mut files: Vec<PathBuf> =
+        rd.filter_map(|e| e.ok().map(|e| e.path())).filter(|p| p.extension().is_some_and(|x| x == "toml")).collect();
     files.sort();
     if files.is_empty() {
         return Err(problem("no .toml experiment definitions here".into()));
@@ -60,7 +58,11 @@ pub fn load_definitions(path: &Path) -> Result<Vec<(PathBuf, Definition)>, Vec<F
                 if errs.is_empty() {
                     defs.push((file, def));
                 } else {
-                    problems.extend(errs.into_iter().map(|e| FileProblem { file: file.clone(), field: e.field, reason: e.reason }));
+                    problems.extend(errs.into_iter().map(|e| FileProblem {
+                        file: file.clone(),
+                        field: e.field,
+                        reason: e.reason,
+                    }));
                 }
             }
         }

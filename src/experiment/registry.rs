@@ -105,7 +105,13 @@ impl LiveExperiment {
     }
 
     /// Decides for one request, without I/O. `eligible` has one entry per arm.
-    pub fn decide(&self, unit_id: &str, request_id: &str, ctx: &Context, eligible: &[bool]) -> Result<Draw, PolicyError> {
+    pub fn decide(
+        &self,
+        unit_id: &str,
+        request_id: &str,
+        ctx: &Context,
+        eligible: &[bool],
+    ) -> Result<Draw, PolicyError> {
         let default = |reason| Draw::Default { arm: self.default_arm_among(eligible), reason };
         if self.status != Status::Running {
             return Ok(default(Unlogged::NotRunning));

@@ -39,7 +39,9 @@ struct PgLock(diesel::r2d2::PooledConnection<diesel::r2d2::ConnectionManager<die
 
 impl Drop for PgLock {
     fn drop(&mut self) {
-        if let Err(e) = diesel::sql_query(format!("SELECT pg_advisory_unlock({LEARNER_LOCK}) AS locked")).execute(&mut self.0) {
+        if let Err(e) =
+            diesel::sql_query(format!("SELECT pg_advisory_unlock({LEARNER_LOCK}) AS locked")).execute(&mut self.0)
+        {
             tracing::warn!(error = %e, "learner lock not released; it goes with the connection");
         }
     }
@@ -51,7 +53,8 @@ fn take_lock(db: &Db) -> Result<Option<Option<PgLock>>, StoreError> {
     match db {
         Db::Pg(pool) => {
             let mut c = pool.get()?;
-            let got: Locked = diesel::sql_query(format!("SELECT pg_try_advisory_lock({LEARNER_LOCK}) AS locked")).get_result(&mut c)?;
+            let got: Locked = diesel::sql_query(format!("SELECT pg_try_advisory_lock({LEARNER_LOCK}) AS locked"))
+                .get_result(&mut c)?;
             Ok(if got.locked { Some(Some(PgLock(c))) } else { None })
         }
         Db::Sqlite(_) => Ok(Some(None)),
@@ -81,8 +84,14 @@ pub fn run_once(db: &Db, metrics: &Metrics, now: NaiveDateTime) -> Result<RunRep
         let arm_keys = def.arm_keys();
         let wait = chrono::Duration::from_std(def.reward_wait_duration()).unwrap_or(chrono::Duration::zero());
         let binary = def.policy.wants_binary_reward();
-        let aggregates =
-            queries::arm_feedback(db, stored.row.id, stored.row.current_version, &def.primary_metric.name, binary, now - wait)?;
+        let aggregates = queries::arm_feedback(
+            db,
+            stored.row.id,
+            stored.row.current_version,
+            &def.primary_metric.name,
+            binary,
+            now - wait,
+        )?;
         let mut feedback = vec![ArmFeedback::default(); arm_keys.len()];
         for a in aggregates {
             if let Some(i) = def.arm_index(&a.arm) {

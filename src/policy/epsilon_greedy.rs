@@ -17,10 +17,7 @@ pub fn validate(epsilon: f64) -> Result<(), PolicyError> {
     if (0.0..=1.0).contains(&epsilon) {
         Ok(())
     } else {
-        Err(PolicyError::param(
-            "epsilon",
-            format!("must lie in [0, 1], got {epsilon}"),
-        ))
+        Err(PolicyError::param("epsilon", format!("must lie in [0, 1], got {epsilon}")))
     }
 }
 
@@ -28,16 +25,8 @@ pub fn validate(epsilon: f64) -> Result<(), PolicyError> {
 /// empirical mean equals the largest mean among arms with feedback (exact
 /// comparison: means are correctly rounded quotients, so equal ratios tie).
 pub fn best_arms(feedback: &[ArmFeedback]) -> Vec<usize> {
-    let best_mean = feedback
-        .iter()
-        .filter_map(ArmFeedback::mean)
-        .fold(f64::NEG_INFINITY, f64::max);
-    feedback
-        .iter()
-        .enumerate()
-        .filter(|(_, fb)| fb.mean().is_none_or(|m| m == best_mean))
-        .map(|(i, _)| i)
-        .collect()
+    let best_mean = feedback.iter().filter_map(ArmFeedback::mean).fold(f64::NEG_INFINITY, f64::max);
+    feedback.iter().enumerate().filter(|(_, fb)| fb.mean().is_none_or(|m| m == best_mean)).map(|(i, _)| i).collect()
 }
 
 /// The epsilon-greedy PMF (see the module docs). Expects a validated
@@ -68,11 +57,7 @@ mod tests {
     use super::*;
 
     fn fb(n: u64, sum: f64) -> ArmFeedback {
-        ArmFeedback {
-            n,
-            sum,
-            sum_sq: sum,
-        }
+        ArmFeedback { n, sum, sum_sq: sum }
     }
 
     fn close(a: &[f64], b: &[f64]) -> bool {
@@ -81,10 +66,7 @@ mod tests {
 
     #[test]
     fn exploits_the_best_mean() {
-        let p = pmf(
-            0.1,
-            &[fb(100, 10.0), fb(100, 30.0), fb(100, 20.0), fb(100, 5.0)],
-        );
+        let p = pmf(0.1, &[fb(100, 10.0), fb(100, 30.0), fb(100, 20.0), fb(100, 5.0)]);
         assert!(close(&p, &[0.025, 0.925, 0.025, 0.025]), "{p:?}");
     }
 
@@ -118,13 +100,9 @@ mod tests {
 
     #[test]
     fn initial_state_is_uniform() {
-        let state = update_state(
-            &PolicySpec::EpsilonGreedy { epsilon: 0.1 },
-            &keys(5),
-            &[ArmFeedback::default(); 5],
-            1,
-        )
-        .unwrap();
+        let state =
+            update_state(&PolicySpec::EpsilonGreedy { epsilon: 0.1 }, &keys(5), &[ArmFeedback::default(); 5], 1)
+                .unwrap();
         assert!(close(&state.pmf, &[0.2; 5]));
     }
 }

@@ -34,11 +34,7 @@ const TWO_POW_MINUS_53: f64 = 1.0 / 9_007_199_254_740_992.0;
 ///
 /// Errors: `eligible.len() != pmf.len()`; `min_propensity` not in [0, 1];
 /// a negative or non-finite PMF entry; no eligible arm; `k f > 1`.
-pub fn restrict_and_floor(
-    pmf: &[f64],
-    eligible: &[bool],
-    min_propensity: f64,
-) -> Result<Vec<f64>, PolicyError> {
+pub fn restrict_and_floor(pmf: &[f64], eligible: &[bool], min_propensity: f64) -> Result<Vec<f64>, PolicyError> {
     if eligible.len() != pmf.len() {
         return Err(PolicyError::ArmCountMismatch {
             what: "eligible".into(),
@@ -47,19 +43,10 @@ pub fn restrict_and_floor(
         });
     }
     if !(0.0..=1.0).contains(&min_propensity) {
-        return Err(PolicyError::param(
-            "min_propensity",
-            format!("must lie in [0, 1], got {min_propensity}"),
-        ));
+        return Err(PolicyError::param("min_propensity", format!("must lie in [0, 1], got {min_propensity}")));
     }
-    if let Some((i, p)) = pmf
-        .iter()
-        .enumerate()
-        .find(|(_, p)| !(p.is_finite() && **p >= 0.0))
-    {
-        return Err(PolicyError::InvalidPmf {
-            reason: format!("entry {i} is {p}; entries must be finite and >= 0"),
-        });
+    if let Some((i, p)) = pmf.iter().enumerate().find(|(_, p)| !(p.is_finite() && **p >= 0.0)) {
+        return Err(PolicyError::InvalidPmf { reason: format!("entry {i} is {p}; entries must be finite and >= 0") });
     }
     let k = eligible.iter().filter(|e| **e).count();
     if k == 0 {
@@ -67,29 +54,15 @@ pub fn restrict_and_floor(
     }
     let floor_mass = k as f64 * min_propensity;
     if floor_mass > 1.0 + FLOOR_TOLERANCE {
-        return Err(PolicyError::FloorTooHigh {
-            min_propensity,
-            arms: k,
-        });
+        return Err(PolicyError::FloorTooHigh { min_propensity, arms: k });
     }
     let mix = (1.0 - floor_mass).max(0.0);
 
     // Scale by the largest eligible entry before summing so huge (finite)
     // entries cannot overflow the total.
-    let max = pmf
-        .iter()
-        .zip(eligible)
-        .filter(|(_, e)| **e)
-        .fold(0.0f64, |m, (p, _)| m.max(*p));
-    let mass: f64 = if max > 0.0 {
-        pmf.iter()
-            .zip(eligible)
-            .filter(|(_, e)| **e)
-            .map(|(p, _)| p / max)
-            .sum()
-    } else {
-        0.0
-    };
+    let max = pmf.iter().zip(eligible).filter(|(_, e)| **e).fold(0.0f64, |m, (p, _)| m.max(*p));
+    let mass: f64 =
+        if max > 0.0 { pmf.iter().zip(eligible).filter(|(_, e)| **e).map(|(p, _)| p / max).sum() } else { 0.0 };
     let uniform = 1.0 / k as f64;
     let mut out: Vec<f64> = pmf
         .iter()
@@ -120,21 +93,17 @@ fn hash_parts(parts: &[&[u8]]) -> u64 {
     }
     let digest = hasher.finalize();
     let mut first = [0u8; 8];
+    // A SHA-256 digest is 32 bytes, so `..8` is in range.
     first.copy_from_slice(&digest[..8]);
     u64::from_le_bytes(first)
 }
 
-/// Stable 64-bit seed of a decision: `hash_parts("draw", salt, unit_id,
-/// request_id)` (see [`hash_parts`]: SHA-256 over length-prefixed parts,
-/// first 8 bytes little-endian). The leading domain tag keeps it independent
+/// Stable 64-bit seed of a decision: SHA-256 over the length-prefixed parts
+/// `("draw", salt, unit_id, request_id)` (each part: its byte length as `u64`
+/// little-endian, then its bytes), first 8 bytes of the digest little-endian. The leading domain tag keeps it independent
 /// of [`traffic_bucket`]. Never a counter.
 pub fn draw_seed(salt: &str, unit_id: &str, request_id: &str) -> u64 {
-    hash_parts(&[
-        b"draw",
-        salt.as_bytes(),
-        unit_id.as_bytes(),
-        request_id.as_bytes(),
-    ])
+    hash_parts(&[b"draw", salt.as_bytes(), unit_id.as_bytes(), request_id.as_bytes()])
 }
 
 /// Uniform in [0, 1) from a seed: the top 53 bits as an integer times
@@ -167,15 +136,12 @@ pub fn draw(pmf: &[f64], u: f64) -> usize {
 }
 
 /// Deterministic bucket in [0, 1) for the traffic share:
-/// `unit_uniform(hash_parts("traffic", salt, unit_id))`. It depends on the
+/// [`unit_uniform`] of the SHA-256 seed of the length-prefixed parts
+/// `("traffic", salt, unit_id)` (encoded as in [`draw_seed`]). It depends on the
 /// unit only (not the request), and its domain tag keeps it independent of
 /// the draw seed, so being in the experiment does not correlate with the arm.
 pub fn traffic_bucket(salt: &str, unit_id: &str) -> f64 {
-    unit_uniform(hash_parts(&[
-        b"traffic",
-        salt.as_bytes(),
-        unit_id.as_bytes(),
-    ]))
+    unit_uniform(hash_parts(&[b"traffic", salt.as_bytes(), unit_id.as_bytes()]))
 }
 
 /// A decision: the drawn arm, its propensity and the full final PMF (to log).
@@ -191,23 +157,14 @@ pub struct Decision {
 
 /// [`restrict_and_floor`], then [`draw`] with `u = unit_uniform(seed)`
 /// (`seed` normally from [`draw_seed`]).
-pub fn decide(
-    pmf: &[f64],
-    eligible: &[bool],
-    min_propensity: f64,
-    seed: u64,
-) -> Result<Decision, PolicyError> {
+pub fn decide(pmf: &[f64], eligible: &[bool], min_propensity: f64, seed: u64) -> Result<Decision, PolicyError> {
     let pmf = restrict_and_floor(pmf, eligible, min_propensity)?;
     let arm = draw(&pmf, unit_uniform(seed));
     // `pmf` has an entry per arm and at least one eligible (positive) entry,
     // and `draw` returns an index with a positive entry; `get` keeps this
     // panic-free regardless.
     let propensity = pmf.get(arm).copied().ok_or(PolicyError::NoEligibleArm)?;
-    Ok(Decision {
-        arm,
-        propensity,
-        pmf,
-    })
+    Ok(Decision { arm, propensity, pmf })
 }
 
 #[cfg(test)]
@@ -252,20 +209,11 @@ mod tests {
 
     #[test]
     fn restrict_errors() {
-        assert_eq!(
-            restrict_and_floor(&[0.5, 0.5], &[false, false], 0.0).unwrap_err(),
-            PolicyError::NoEligibleArm
-        );
-        assert_eq!(
-            restrict_and_floor(&[], &[], 0.0).unwrap_err(),
-            PolicyError::NoEligibleArm
-        );
+        assert_eq!(restrict_and_floor(&[0.5, 0.5], &[false, false], 0.0).unwrap_err(), PolicyError::NoEligibleArm);
+        assert_eq!(restrict_and_floor(&[], &[], 0.0).unwrap_err(), PolicyError::NoEligibleArm);
         assert_eq!(
             restrict_and_floor(&[0.5, 0.5, 0.0], &[true; 3], 0.34).unwrap_err(),
-            PolicyError::FloorTooHigh {
-                min_propensity: 0.34,
-                arms: 3
-            }
+            PolicyError::FloorTooHigh { min_propensity: 0.34, arms: 3 }
         );
         // Only eligible arms count towards the floor.
         restrict_and_floor(&[0.5, 0.5, 0.0], &[true, true, false], 0.34).unwrap();
@@ -338,19 +286,14 @@ mod tests {
         assert_ne!(b, traffic_bucket("other", "unit-1"));
         assert_ne!(b, unit_uniform(draw_seed("salt", "traffic", "unit-1")));
         // Roughly uniform: 10% share admits about 10% of 20,000 units.
-        let admitted = (0..20_000)
-            .filter(|i| traffic_bucket("exp-7", &format!("user-{i}")) < 0.1)
-            .count();
+        let admitted = (0..20_000).filter(|i| traffic_bucket("exp-7", &format!("user-{i}")) < 0.1).count();
         assert!((1_800..2_200).contains(&admitted), "{admitted}");
         // Correlation between the bucket and the draw's uniform is ~0.
         let n = 20_000;
         let pairs: Vec<(f64, f64)> = (0..n)
             .map(|i| {
                 let unit = format!("user-{i}");
-                (
-                    traffic_bucket("exp-7", &unit),
-                    unit_uniform(draw_seed("exp-7", &unit, "r")),
-                )
+                (traffic_bucket("exp-7", &unit), unit_uniform(draw_seed("exp-7", &unit, "r")))
             })
             .collect();
         let mean = |f: &dyn Fn(&(f64, f64)) -> f64| pairs.iter().map(f).sum::<f64>() / n as f64;

@@ -56,11 +56,7 @@ pub enum PolicyError {
     FloorTooHigh { min_propensity: f64, arms: usize },
     /// A per-arm slice does not have one entry per arm.
     #[error("`{what}` has {got} entries but there are {expected} arms")]
-    ArmCountMismatch {
-        what: String,
-        expected: usize,
-        got: usize,
-    },
+    ArmCountMismatch { what: String, expected: usize, got: usize },
     /// A PMF entry is negative or not finite.
     #[error("invalid PMF: {reason}")]
     InvalidPmf { reason: String },
@@ -85,10 +81,7 @@ impl PolicyError {
     }
 
     fn param(field: impl Into<String>, reason: impl Into<String>) -> Self {
-        PolicyError::InvalidParameter {
-            field: field.into(),
-            reason: reason.into(),
-        }
+        PolicyError::InvalidParameter { field: field.into(), reason: reason.into() }
     }
 }
 
@@ -148,25 +141,14 @@ impl PolicySpec {
         match self {
             PolicySpec::Fixed { weights } => fixed::validate(weights.as_ref(), arm_keys),
             PolicySpec::EpsilonGreedy { epsilon } => epsilon_greedy::validate(*epsilon),
-            PolicySpec::ThompsonBeta {
-                prior_alpha,
-                prior_beta,
-                draws,
-            } => {
+            PolicySpec::ThompsonBeta { prior_alpha, prior_beta, draws } => {
                 positive_finite("prior_alpha", *prior_alpha)?;
                 positive_finite("prior_beta", *prior_beta)?;
                 validate_draws(*draws)
             }
-            PolicySpec::ThompsonGaussian {
-                prior_mean,
-                prior_sd,
-                draws,
-            } => {
+            PolicySpec::ThompsonGaussian { prior_mean, prior_sd, draws } => {
                 if !prior_mean.is_finite() {
-                    return Err(PolicyError::param(
-                        "prior_mean",
-                        format!("must be a finite number, got {prior_mean}"),
-                    ));
+                    return Err(PolicyError::param("prior_mean", format!("must be a finite number, got {prior_mean}")));
                 }
                 positive_finite("prior_sd", *prior_sd)?;
                 validate_draws(*draws)
@@ -199,10 +181,7 @@ fn validate_arm_keys(arm_keys: &[String]) -> Result<(), PolicyError> {
     let mut seen = HashSet::with_capacity(arm_keys.len());
     for key in arm_keys {
         if !seen.insert(key.as_str()) {
-            return Err(PolicyError::param(
-                "arms",
-                format!("arm key `{key}` appears more than once"),
-            ));
+            return Err(PolicyError::param("arms", format!("arm key `{key}` appears more than once")));
         }
     }
     Ok(())
@@ -212,10 +191,7 @@ fn positive_finite(field: &str, value: f64) -> Result<(), PolicyError> {
     if value.is_finite() && value > 0.0 {
         Ok(())
     } else {
-        Err(PolicyError::param(
-            field,
-            format!("must be a finite number > 0, got {value}"),
-        ))
+        Err(PolicyError::param(field, format!("must be a finite number > 0, got {value}")))
     }
 }
 
@@ -223,10 +199,7 @@ fn validate_draws(draws: u32) -> Result<(), PolicyError> {
     if (MIN_DRAWS..=MAX_DRAWS).contains(&draws) {
         Ok(())
     } else {
-        Err(PolicyError::param(
-            "draws",
-            format!("must be between {MIN_DRAWS} and {MAX_DRAWS}, got {draws}"),
-        ))
+        Err(PolicyError::param("draws", format!("must be between {MIN_DRAWS} and {MAX_DRAWS}, got {draws}")))
     }
 }
 
@@ -316,11 +289,7 @@ impl ArmState {
 }
 
 /// Snapshot from the priors alone (no feedback yet).
-pub fn initial_state(
-    spec: &PolicySpec,
-    arm_keys: &[String],
-    seed: u64,
-) -> Result<PolicyState, PolicyError> {
+pub fn initial_state(spec: &PolicySpec, arm_keys: &[String], seed: u64) -> Result<PolicyState, PolicyError> {
     let feedback = vec![ArmFeedback::default(); arm_keys.len()];
     update_state(spec, arm_keys, &feedback, seed)
 }
@@ -355,48 +324,26 @@ pub fn update_state(
     validate_feedback(arm_keys, feedback, spec.wants_binary_reward())?;
     let empirical = || feedback.iter().map(ArmState::empirical).collect();
     match spec {
-        PolicySpec::Fixed { weights } => Ok(PolicyState {
-            pmf: fixed::pmf(weights.as_ref(), arm_keys),
-            arms: empirical(),
-            seed,
-            draws: 0,
-        }),
-        PolicySpec::EpsilonGreedy { epsilon } => Ok(PolicyState {
-            pmf: epsilon_greedy::pmf(*epsilon, feedback),
-            arms: empirical(),
-            seed,
-            draws: 0,
-        }),
-        PolicySpec::ThompsonBeta {
-            prior_alpha,
-            prior_beta,
-            draws,
-        } => thompson::beta_state(*prior_alpha, *prior_beta, *draws, feedback, seed),
-        PolicySpec::ThompsonGaussian {
-            prior_mean,
-            prior_sd,
-            draws,
-        } => thompson::gaussian_state(*prior_mean, *prior_sd, *draws, feedback, seed),
+        PolicySpec::Fixed { weights } => {
+            Ok(PolicyState { pmf: fixed::pmf(weights.as_ref(), arm_keys), arms: empirical(), seed, draws: 0 })
+        }
+        PolicySpec::EpsilonGreedy { epsilon } => {
+            Ok(PolicyState { pmf: epsilon_greedy::pmf(*epsilon, feedback), arms: empirical(), seed, draws: 0 })
+        }
+        PolicySpec::ThompsonBeta { prior_alpha, prior_beta, draws } => {
+            thompson::beta_state(*prior_alpha, *prior_beta, *draws, feedback, seed)
+        }
+        PolicySpec::ThompsonGaussian { prior_mean, prior_sd, draws } => {
+            thompson::gaussian_state(*prior_mean, *prior_sd, *draws, feedback, seed)
+        }
     }
 }
 
-fn validate_feedback(
-    arm_keys: &[String],
-    feedback: &[ArmFeedback],
-    binary: bool,
-) -> Result<(), PolicyError> {
+fn validate_feedback(arm_keys: &[String], feedback: &[ArmFeedback], binary: bool) -> Result<(), PolicyError> {
     for (key, fb) in arm_keys.iter().zip(feedback) {
-        let bad = |reason: String| {
-            Err(PolicyError::InvalidFeedback {
-                arm: key.clone(),
-                reason,
-            })
-        };
+        let bad = |reason: String| Err(PolicyError::InvalidFeedback { arm: key.clone(), reason });
         if !fb.sum.is_finite() || !fb.sum_sq.is_finite() {
-            return bad(format!(
-                "sum ({}) and sum_sq ({}) must be finite",
-                fb.sum, fb.sum_sq
-            ));
+            return bad(format!("sum ({}) and sum_sq ({}) must be finite", fb.sum, fb.sum_sq));
         }
         if fb.sum_sq < 0.0 {
             return bad(format!("sum_sq must be >= 0, got {}", fb.sum_sq));
@@ -405,10 +352,7 @@ fn validate_feedback(
             return bad("n is 0 but sum or sum_sq is not".into());
         }
         if binary && !(0.0..=fb.n as f64).contains(&fb.sum) {
-            return bad(format!(
-                "binary reward: conversions (sum = {}) must lie in [0, n = {}]",
-                fb.sum, fb.n
-            ));
+            return bad(format!("binary reward: conversions (sum = {}) must lie in [0, n = {}]", fb.sum, fb.n));
         }
     }
     Ok(())
@@ -435,19 +379,11 @@ mod tests {
     }
 
     fn beta_spec() -> PolicySpec {
-        PolicySpec::ThompsonBeta {
-            prior_alpha: 1.0,
-            prior_beta: 1.0,
-            draws: DEFAULT_DRAWS,
-        }
+        PolicySpec::ThompsonBeta { prior_alpha: 1.0, prior_beta: 1.0, draws: DEFAULT_DRAWS }
     }
 
     fn gaussian_spec() -> PolicySpec {
-        PolicySpec::ThompsonGaussian {
-            prior_mean: 0.0,
-            prior_sd: 1.0,
-            draws: DEFAULT_DRAWS,
-        }
+        PolicySpec::ThompsonGaussian { prior_mean: 0.0, prior_sd: 1.0, draws: DEFAULT_DRAWS }
     }
 
     fn field_of(err: PolicyError) -> String {
@@ -464,19 +400,13 @@ mod tests {
         let spec: PolicySpec = serde_json::from_str(r#"{"kind":"thompson_gaussian"}"#).unwrap();
         assert_eq!(
             spec,
-            PolicySpec::ThompsonGaussian {
-                prior_mean: 0.0,
-                prior_sd: DEFAULT_PRIOR_SD,
-                draws: DEFAULT_DRAWS
-            }
+            PolicySpec::ThompsonGaussian { prior_mean: 0.0, prior_sd: DEFAULT_PRIOR_SD, draws: DEFAULT_DRAWS }
         );
         let spec: PolicySpec = serde_json::from_str(r#"{"kind":"fixed"}"#).unwrap();
         assert_eq!(spec, PolicySpec::Fixed { weights: None });
-        let spec: PolicySpec =
-            serde_json::from_str(r#"{"kind":"fixed","weights":{"a":1,"b":3}}"#).unwrap();
+        let spec: PolicySpec = serde_json::from_str(r#"{"kind":"fixed","weights":{"a":1,"b":3}}"#).unwrap();
         assert_eq!(spec.kind(), "fixed");
-        let spec: PolicySpec =
-            serde_json::from_str(r#"{"kind":"epsilon_greedy","epsilon":0.1}"#).unwrap();
+        let spec: PolicySpec = serde_json::from_str(r#"{"kind":"epsilon_greedy","epsilon":0.1}"#).unwrap();
         assert_eq!(spec, PolicySpec::EpsilonGreedy { epsilon: 0.1 });
     }
 
@@ -484,9 +414,7 @@ mod tests {
     fn spec_round_trips_through_json() {
         for spec in [
             PolicySpec::Fixed { weights: None },
-            PolicySpec::Fixed {
-                weights: Some(BTreeMap::from([("a".to_string(), 2.0)])),
-            },
+            PolicySpec::Fixed { weights: Some(BTreeMap::from([("a".to_string(), 2.0)])) },
             PolicySpec::EpsilonGreedy { epsilon: 0.25 },
             beta_spec(),
             gaussian_spec(),
@@ -498,33 +426,22 @@ mod tests {
 
     #[test]
     fn spec_rejects_unknown_fields_and_kinds_with_a_clear_message() {
-        let err = serde_json::from_str::<PolicySpec>(
-            r#"{"kind":"epsilon_greedy","epsilon":0.1,"epsilom":0.2}"#,
-        )
-        .unwrap_err()
-        .to_string();
+        let err = serde_json::from_str::<PolicySpec>(r#"{"kind":"epsilon_greedy","epsilon":0.1,"epsilom":0.2}"#)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("unknown field `epsilom`"), "{err}");
-        let err = serde_json::from_str::<PolicySpec>(r#"{"kind":"thompson_beta","alpha":2}"#)
-            .unwrap_err()
-            .to_string();
+        let err = serde_json::from_str::<PolicySpec>(r#"{"kind":"thompson_beta","alpha":2}"#).unwrap_err().to_string();
         assert!(err.contains("unknown field `alpha`"), "{err}");
-        let err = serde_json::from_str::<PolicySpec>(r#"{"kind":"ucb"}"#)
-            .unwrap_err()
-            .to_string();
+        let err = serde_json::from_str::<PolicySpec>(r#"{"kind":"ucb"}"#).unwrap_err().to_string();
         assert!(err.contains("unknown variant `ucb`"), "{err}");
-        let err = serde_json::from_str::<PolicySpec>(r#"{"kind":"epsilon_greedy"}"#)
-            .unwrap_err()
-            .to_string();
+        let err = serde_json::from_str::<PolicySpec>(r#"{"kind":"epsilon_greedy"}"#).unwrap_err().to_string();
         assert!(err.contains("missing field `epsilon`"), "{err}");
     }
 
     #[test]
     fn kind_and_binary_reward() {
         assert_eq!(PolicySpec::Fixed { weights: None }.kind(), "fixed");
-        assert_eq!(
-            PolicySpec::EpsilonGreedy { epsilon: 0.1 }.kind(),
-            "epsilon_greedy"
-        );
+        assert_eq!(PolicySpec::EpsilonGreedy { epsilon: 0.1 }.kind(), "epsilon_greedy");
         assert_eq!(beta_spec().kind(), "thompson_beta");
         assert_eq!(gaussian_spec().kind(), "thompson_gaussian");
         assert!(beta_spec().wants_binary_reward());
@@ -549,16 +466,12 @@ mod tests {
     #[test]
     fn validate_rejects_epsilon_outside_unit_interval() {
         for epsilon in [-0.1, 1.1, f64::NAN, f64::INFINITY] {
-            let err = PolicySpec::EpsilonGreedy { epsilon }
-                .validate(&keys(2))
-                .unwrap_err();
+            let err = PolicySpec::EpsilonGreedy { epsilon }.validate(&keys(2)).unwrap_err();
             assert_eq!(err.code(), "invalid_policy_parameter");
             assert_eq!(field_of(err), "epsilon");
         }
         for epsilon in [0.0, 0.5, 1.0] {
-            PolicySpec::EpsilonGreedy { epsilon }
-                .validate(&keys(2))
-                .unwrap();
+            PolicySpec::EpsilonGreedy { epsilon }.validate(&keys(2)).unwrap();
         }
     }
 
@@ -587,16 +500,8 @@ mod tests {
     #[test]
     fn validate_rejects_bad_priors_and_draws() {
         let arms = keys(2);
-        let beta = |a: f64, b: f64, d: u32| PolicySpec::ThompsonBeta {
-            prior_alpha: a,
-            prior_beta: b,
-            draws: d,
-        };
-        let gauss = |m: f64, s: f64, d: u32| PolicySpec::ThompsonGaussian {
-            prior_mean: m,
-            prior_sd: s,
-            draws: d,
-        };
+        let beta = |a: f64, b: f64, d: u32| PolicySpec::ThompsonBeta { prior_alpha: a, prior_beta: b, draws: d };
+        let gauss = |m: f64, s: f64, d: u32| PolicySpec::ThompsonGaussian { prior_mean: m, prior_sd: s, draws: d };
         let cases = [
             (beta(0.0, 1.0, DEFAULT_DRAWS), "prior_alpha"),
             (beta(-1.0, 1.0, DEFAULT_DRAWS), "prior_alpha"),
@@ -619,16 +524,8 @@ mod tests {
 
     #[test]
     fn update_rejects_feedback_of_the_wrong_length() {
-        let err =
-            update_state(&beta_spec(), &keys(3), &[ArmFeedback::default(); 2], 1).unwrap_err();
-        assert_eq!(
-            err,
-            PolicyError::ArmCountMismatch {
-                what: "feedback".into(),
-                expected: 3,
-                got: 2
-            }
-        );
+        let err = update_state(&beta_spec(), &keys(3), &[ArmFeedback::default(); 2], 1).unwrap_err();
+        assert_eq!(err, PolicyError::ArmCountMismatch { what: "feedback".into(), expected: 3, got: 2 });
         assert_eq!(err.code(), "arm_count_mismatch");
     }
 
@@ -641,10 +538,7 @@ mod tests {
             (gaussian_spec(), fb(10, f64::NAN, 1.0)),
             (gaussian_spec(), fb(10, 1.0, -1.0)),
             (gaussian_spec(), fb(0, 1.0, 1.0)),
-            (
-                PolicySpec::EpsilonGreedy { epsilon: 0.1 },
-                fb(3, 1.0, f64::INFINITY),
-            ),
+            (PolicySpec::EpsilonGreedy { epsilon: 0.1 }, fb(3, 1.0, f64::INFINITY)),
         ];
         for (spec, bad) in cases {
             let err = update_state(&spec, &keys(2), &[ArmFeedback::default(), bad], 1).unwrap_err();
@@ -657,13 +551,8 @@ mod tests {
 
     #[test]
     fn update_validates_the_spec() {
-        let err = update_state(
-            &PolicySpec::EpsilonGreedy { epsilon: 2.0 },
-            &keys(2),
-            &[ArmFeedback::default(); 2],
-            1,
-        )
-        .unwrap_err();
+        let err = update_state(&PolicySpec::EpsilonGreedy { epsilon: 2.0 }, &keys(2), &[ArmFeedback::default(); 2], 1)
+            .unwrap_err();
         assert_eq!(field_of(err), "epsilon");
     }
 
@@ -673,17 +562,8 @@ mod tests {
             (PolicyError::param("x", "y"), "invalid_policy_parameter"),
             (PolicyError::NoArms, "no_arms"),
             (PolicyError::NoEligibleArm, "no_eligible_arm"),
-            (
-                PolicyError::FloorTooHigh {
-                    min_propensity: 0.5,
-                    arms: 3,
-                },
-                "min_propensity_too_high",
-            ),
-            (
-                PolicyError::InvalidPmf { reason: "x".into() },
-                "invalid_pmf",
-            ),
+            (PolicyError::FloorTooHigh { min_propensity: 0.5, arms: 3 }, "min_propensity_too_high"),
+            (PolicyError::InvalidPmf { reason: "x".into() }, "invalid_pmf"),
         ];
         for (err, code) in cases {
             assert_eq!(err.code(), code);
@@ -695,10 +575,7 @@ mod tests {
     fn state_serializes_without_unused_fields() {
         let state = initial_state(&PolicySpec::Fixed { weights: None }, &keys(2), 7).unwrap();
         let json = serde_json::to_value(&state).unwrap();
-        assert_eq!(
-            json,
-            serde_json::json!({"pmf": [0.5, 0.5], "arms": [{"n": 0}, {"n": 0}], "seed": 7, "draws": 0})
-        );
+        assert_eq!(json, serde_json::json!({"pmf": [0.5, 0.5], "arms": [{"n": 0}, {"n": 0}], "seed": 7, "draws": 0}));
         let back: PolicyState = serde_json::from_value(json).unwrap();
         assert_eq!(back, state);
     }
@@ -706,23 +583,11 @@ mod tests {
     #[test]
     fn sample_variance_matches_the_textbook_formula() {
         // Rewards 1, 2, 3, 4: mean 2.5, sample variance 5/3.
-        let fb = ArmFeedback {
-            n: 4,
-            sum: 10.0,
-            sum_sq: 30.0,
-        };
+        let fb = ArmFeedback { n: 4, sum: 10.0, sum_sq: 30.0 };
         assert!((fb.sample_variance().unwrap() - 5.0 / 3.0).abs() < 1e-12);
         assert_eq!(fb.mean(), Some(2.5));
         assert_eq!(ArmFeedback::default().mean(), None);
-        assert_eq!(
-            ArmFeedback {
-                n: 1,
-                sum: 1.0,
-                sum_sq: 1.0
-            }
-            .sample_variance(),
-            None
-        );
+        assert_eq!(ArmFeedback { n: 1, sum: 1.0, sum_sq: 1.0 }.sample_variance(), None);
     }
 
     fn any_spec() -> impl Strategy<Value = PolicySpec> {
@@ -747,11 +612,7 @@ mod tests {
         proptest::collection::vec(
             (0u64..500, 0.0f64..=1.0).prop_map(|(n, rate)| {
                 let c = (n as f64 * rate).floor();
-                ArmFeedback {
-                    n,
-                    sum: c,
-                    sum_sq: c,
-                }
+                ArmFeedback { n, sum: c, sum_sq: c }
             }),
             k,
         )

@@ -33,11 +33,7 @@ use rand_distr::{Beta, Distribution, Normal};
 use super::{ArmFeedback, ArmState, PolicyError, PolicyState};
 
 /// `Beta(alpha, beta)` posterior parameters of every arm.
-pub fn beta_posteriors(
-    prior_alpha: f64,
-    prior_beta: f64,
-    feedback: &[ArmFeedback],
-) -> Vec<(f64, f64)> {
+pub fn beta_posteriors(prior_alpha: f64, prior_beta: f64, feedback: &[ArmFeedback]) -> Vec<(f64, f64)> {
     feedback
         .iter()
         .map(|fb| {
@@ -50,26 +46,14 @@ pub fn beta_posteriors(
 /// Per-arm Normal posterior of the mean: `(post_mean, post_sd, obs_sd)`,
 /// where `obs_sd` is the likelihood's sigma (sample sd or fallback, see the
 /// module docs).
-pub fn gaussian_posteriors(
-    prior_mean: f64,
-    prior_sd: f64,
-    feedback: &[ArmFeedback],
-) -> Vec<(f64, f64, f64)> {
+pub fn gaussian_posteriors(prior_mean: f64, prior_sd: f64, feedback: &[ArmFeedback]) -> Vec<(f64, f64, f64)> {
     let prior_var = prior_sd * prior_sd;
     let (pooled_ss, pooled_df) = feedback
         .iter()
         .filter_map(|fb| fb.sample_variance().map(|v| (v, fb.n as f64 - 1.0)))
         .fold((0.0, 0.0), |(ss, df), (v, d)| (ss + v * d, df + d));
-    let pooled = if pooled_df > 0.0 {
-        pooled_ss / pooled_df
-    } else {
-        0.0
-    };
-    let fallback = if pooled.is_finite() && pooled > 0.0 {
-        pooled
-    } else {
-        prior_var
-    };
+    let pooled = if pooled_df > 0.0 { pooled_ss / pooled_df } else { 0.0 };
+    let fallback = if pooled.is_finite() && pooled > 0.0 { pooled } else { prior_var };
     let prior_precision = 1.0 / prior_var;
     feedback
         .iter()
@@ -171,17 +155,10 @@ pub fn beta_state(
     let dists = posteriors
         .iter()
         .map(|&(a, b)| {
-            Beta::new(a, b).map_err(|e| {
-                PolicyError::param("prior_alpha/prior_beta", format!("Beta({a}, {b}): {e}"))
-            })
+            Beta::new(a, b).map_err(|e| PolicyError::param("prior_alpha/prior_beta", format!("Beta({a}, {b}): {e}")))
         })
         .collect::<Result<Vec<_>, _>>()?;
-    Ok(PolicyState {
-        pmf: prob_best(&dists, draws, seed),
-        arms,
-        seed,
-        draws,
-    })
+    Ok(PolicyState { pmf: prob_best(&dists, draws, seed), arms, seed, draws })
 }
 
 /// Snapshot for `thompson_gaussian`. Expects validated priors and finite
@@ -212,26 +189,14 @@ pub fn gaussian_state(
     let dists = params
         .iter()
         .map(|&(m, s)| {
-            Normal::new(m, s).map_err(|e| {
-                PolicyError::param("prior_mean/prior_sd", format!("N({m}, {s}^2): {e}"))
-            })
+            Normal::new(m, s).map_err(|e| PolicyError::param("prior_mean/prior_sd", format!("N({m}, {s}^2): {e}")))
         })
         .collect::<Result<Vec<_>, _>>()?;
-    Ok(PolicyState {
-        pmf: prob_best(&dists, draws, seed),
-        arms,
-        seed,
-        draws,
-    })
+    Ok(PolicyState { pmf: prob_best(&dists, draws, seed), arms, seed, draws })
 }
 
 fn uniform_state(k: usize, arms: Vec<ArmState>, seed: u64) -> PolicyState {
-    PolicyState {
-        pmf: vec![1.0 / k as f64; k],
-        arms,
-        seed,
-        draws: 0,
-    }
+    PolicyState { pmf: vec![1.0 / k as f64; k], arms, seed, draws: 0 }
 }
 
 #[cfg(test)]
@@ -240,45 +205,26 @@ mod tests {
     use super::*;
 
     fn beta_spec() -> PolicySpec {
-        PolicySpec::ThompsonBeta {
-            prior_alpha: 1.0,
-            prior_beta: 1.0,
-            draws: DEFAULT_DRAWS,
-        }
+        PolicySpec::ThompsonBeta { prior_alpha: 1.0, prior_beta: 1.0, draws: DEFAULT_DRAWS }
     }
 
     fn gaussian_spec() -> PolicySpec {
-        PolicySpec::ThompsonGaussian {
-            prior_mean: 0.0,
-            prior_sd: 10.0,
-            draws: DEFAULT_DRAWS,
-        }
+        PolicySpec::ThompsonGaussian { prior_mean: 0.0, prior_sd: 10.0, draws: DEFAULT_DRAWS }
     }
 
     fn conv(n: u64, c: u64) -> ArmFeedback {
-        ArmFeedback {
-            n,
-            sum: c as f64,
-            sum_sq: c as f64,
-        }
+        ArmFeedback { n, sum: c as f64, sum_sq: c as f64 }
     }
 
     /// Feedback for n rewards with the given mean and sample sd.
     fn numeric(n: u64, mean: f64, sd: f64) -> ArmFeedback {
         let nf = n as f64;
-        ArmFeedback {
-            n,
-            sum: nf * mean,
-            sum_sq: sd * sd * (nf - 1.0) + nf * mean * mean,
-        }
+        ArmFeedback { n, sum: nf * mean, sum_sq: sd * sd * (nf - 1.0) + nf * mean * mean }
     }
 
     #[test]
     fn beta_posterior_adds_conversions_and_failures() {
-        assert_eq!(
-            beta_posteriors(1.0, 2.0, &[conv(10, 3), conv(0, 0)]),
-            vec![(4.0, 9.0), (1.0, 2.0)]
-        );
+        assert_eq!(beta_posteriors(1.0, 2.0, &[conv(10, 3), conv(0, 0)]), vec![(4.0, 9.0), (1.0, 2.0)]);
     }
 
     #[test]
@@ -295,11 +241,7 @@ mod tests {
     #[test]
     fn gaussian_variance_falls_back_to_pooled_then_prior() {
         // Arm 0: sd 2 from 11 rewards; arm 1: one reward; arm 2: 5 identical rewards.
-        let feedback = [
-            numeric(11, 1.0, 2.0),
-            numeric(1, 3.0, 0.0),
-            numeric(5, 7.0, 0.0),
-        ];
+        let feedback = [numeric(11, 1.0, 2.0), numeric(1, 3.0, 0.0), numeric(5, 7.0, 0.0)];
         let post = gaussian_posteriors(0.0, 10.0, &feedback);
         // Pooled variance: (10 * 4 + 4 * 0) / 14.
         let pooled_sd = (40.0f64 / 14.0).sqrt();
@@ -331,23 +273,14 @@ mod tests {
 
     #[test]
     fn separated_feedback_puts_most_mass_on_the_best_arm() {
-        let state = update_state(
-            &beta_spec(),
-            &keys(3),
-            &[conv(1000, 50), conv(1000, 120), conv(1000, 60)],
-            1,
-        )
-        .unwrap();
+        let state =
+            update_state(&beta_spec(), &keys(3), &[conv(1000, 50), conv(1000, 120), conv(1000, 60)], 1).unwrap();
         assert!(state.pmf[1] > 0.99, "{:?}", state.pmf);
         assert_eq!(state.draws, DEFAULT_DRAWS);
         let state = update_state(
             &gaussian_spec(),
             &keys(3),
-            &[
-                numeric(500, 10.0, 20.0),
-                numeric(500, 3.0, 20.0),
-                numeric(500, 14.0, 20.0),
-            ],
+            &[numeric(500, 10.0, 20.0), numeric(500, 3.0, 20.0), numeric(500, 14.0, 20.0)],
             1,
         )
         .unwrap();
@@ -356,8 +289,7 @@ mod tests {
 
     #[test]
     fn close_arms_share_the_mass() {
-        let state =
-            update_state(&beta_spec(), &keys(2), &[conv(100, 10), conv(100, 11)], 5).unwrap();
+        let state = update_state(&beta_spec(), &keys(2), &[conv(100, 10), conv(100, 11)], 5).unwrap();
         assert!(state.pmf[0] > 0.2 && state.pmf[1] > 0.5, "{:?}", state.pmf);
     }
 
@@ -365,11 +297,7 @@ mod tests {
     fn two_beta_arms_match_the_exact_probability() {
         // A ~ Beta(1, 3), B ~ Beta(2, 2): P(A > b) = (1 - b)^3 and f_B(b) = 6 b (1 - b), so
         // P(A > B) = integral_0^1 6 b (1 - b)^4 db = 6 B(2, 5) = 6 / 30 = 0.2.
-        let p = prob_best(
-            &[Beta::new(1.0, 3.0).unwrap(), Beta::new(2.0, 2.0).unwrap()],
-            200_000,
-            11,
-        );
+        let p = prob_best(&[Beta::new(1.0, 3.0).unwrap(), Beta::new(2.0, 2.0).unwrap()], 200_000, 11);
         assert!((p[0] - 0.2).abs() < 0.005, "{p:?}");
     }
 

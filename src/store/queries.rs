@@ -245,9 +245,7 @@ pub fn list_experiments(db: &Db) -> Result<Vec<StoredExperiment>, StoreError> {
             .order(experiments::key.asc())
             .select((ExperimentRow::as_select(), experiment_versions::definition))
             .load(conn)?;
-        rows.into_iter()
-            .map(|(row, d)| Ok(StoredExperiment { definition: parse_definition(&d)?, row }))
-            .collect()
+        rows.into_iter().map(|(row, d)| Ok(StoredExperiment { definition: parse_definition(&d)?, row })).collect()
     })
 }
 
@@ -264,7 +262,11 @@ pub fn set_status(
             let ts = now();
             let row: ExperimentRow = match promoted_arm {
                 Some(p) => diesel::update(experiments::table.find(experiment_id))
-                    .set((experiments::status.eq(status.as_str()), experiments::promoted_arm.eq(p), experiments::updated_at.eq(ts)))
+                    .set((
+                        experiments::status.eq(status.as_str()),
+                        experiments::promoted_arm.eq(p),
+                        experiments::updated_at.eq(ts),
+                    ))
                     .returning(ExperimentRow::as_returning())
                     .get_result(conn)?,
                 None => diesel::update(experiments::table.find(experiment_id))
@@ -297,9 +299,12 @@ pub fn list_decisions(db: &Db, experiment_id: i64) -> Result<Vec<DecisionRow>, S
 
 // ---------------------------------------------------------------- snapshots & registry
 
+/// Latest experiment change, latest snapshot id, number of experiments.
+pub type Stamp = (Option<NaiveDateTime>, Option<i64>, i64);
+
 /// A cheap fingerprint of everything the serving registry depends on: when it changes,
 /// serving processes reload.
-pub fn registry_stamp(db: &Db) -> Result<(Option<NaiveDateTime>, Option<i64>, i64), StoreError> {
+pub fn registry_stamp(db: &Db) -> Result<Stamp, StoreError> {
     db_run!(db, |conn| {
         let updated: Option<NaiveDateTime> =
             experiments::table.select(diesel::dsl::max(experiments::updated_at)).first(conn)?;
@@ -339,7 +344,13 @@ pub fn latest_snapshot(db: &Db, experiment_id: i64, version: i32) -> Result<Snap
 }
 
 /// Writes the next snapshot for an experiment version; returns its policy version.
-pub fn insert_snapshot(db: &Db, experiment_id: i64, version: i32, state: &str, n_feedback: i64) -> Result<i64, StoreError> {
+pub fn insert_snapshot(
+    db: &Db,
+    experiment_id: i64,
+    version: i32,
+    state: &str,
+    n_feedback: i64,
+) -> Result<i64, StoreError> {
     db_run!(db, |conn| {
         conn.transaction::<_, StoreError, _>(|conn| {
             let last: Option<i64> = policy_snapshots::table
@@ -348,7 +359,14 @@ pub fn insert_snapshot(db: &Db, experiment_id: i64, version: i32, state: &str, n
                 .first(conn)?;
             let pv = last.unwrap_or(0) + 1;
             diesel::insert_into(policy_snapshots::table)
-                .values(NewSnapshot { experiment_id, version, policy_version: pv, state: state.to_string(), n_feedback, created_at: now() })
+                .values(NewSnapshot {
+                    experiment_id,
+                    version,
+                    policy_version: pv,
+                    state: state.to_string(),
+                    n_feedback,
+                    created_at: now(),
+                })
                 .execute(conn)?;
             Ok(pv)
         })
@@ -451,7 +469,8 @@ pub fn arm_feedback(
 ) -> Result<Vec<ArmAggregate>, StoreError> {
     let v = if binary { "(CASE WHEN r.v > 0 THEN 1.0 ELSE 0.0 END)" } else { "COALESCE(r.v, 0.0)" };
     let sql = format!(
-        "SELECT e.arm AS arm, COUNT(*) AS n, COALESCE(SUM({v}), 0.0) AS s, COALESCE(SUM({v} * {v}), 0.0) AS ss \
+        "SELECT e.arm AS arm, COUNT(*) AS n, CAST(COALESCE(SUM({v}), 0.0) AS DOUBLE PRECISION) AS s, \
+         CAST(COALESCE(SUM({v} * {v}), 0.0) AS DOUBLE PRECISION) AS ss \
          FROM exposures e LEFT JOIN (SELECT exposure_id, SUM(value) AS v FROM rewards \
            WHERE experiment_id = ? AND version = ? AND metric = ? GROUP BY exposure_id) r ON r.exposure_id = e.id \
          WHERE e.experiment_id = ? AND e.version = ? AND e.created_at <= ? GROUP BY e.arm"

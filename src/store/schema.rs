@@ -131,4 +131,12 @@ diesel::table! {
     }
 }
 
-diesel::allow_tables_to_appear_in_same_query!(experiments, experiment_versions, arms, policy_snapshots, exposures, rewards, decisions);
+diesel::allow_tables_to_appear_in_same_query!(
+    experiments,
+    experiment_versions,
+    arms,
+    policy_snapshots,
+    exposures,
+    rewards,
+    decisions
+);

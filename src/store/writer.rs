@@ -75,7 +75,12 @@ pub struct LogWriter {
 impl LogWriter {
     /// Starts the writer thread. `db_up` is cleared when a commit finds the database away
     /// and set again when one succeeds.
-    pub fn start(db: Db, cfg: WriterConfig, metrics: Arc<Metrics>, db_up: Arc<AtomicBool>) -> (LogWriter, std::thread::JoinHandle<()>) {
+    pub fn start(
+        db: Db,
+        cfg: WriterConfig,
+        metrics: Arc<Metrics>,
+        db_up: Arc<AtomicBool>,
+    ) -> (LogWriter, std::thread::JoinHandle<()>) {
         let (tx, rx) = sync_channel::<Job>(cfg.queue_capacity.max(1));
         let depth = Arc::new(AtomicUsize::new(0));
         let d = depth.clone();
@@ -114,7 +119,14 @@ impl LogWriter {
     }
 }
 
-fn run(db: Db, cfg: WriterConfig, rx: Receiver<Job>, depth: Arc<AtomicUsize>, metrics: Arc<Metrics>, db_up: Arc<AtomicBool>) {
+fn run(
+    db: Db,
+    cfg: WriterConfig,
+    rx: Receiver<Job>,
+    depth: Arc<AtomicUsize>,
+    metrics: Arc<Metrics>,
+    db_up: Arc<AtomicBool>,
+) {
     let max_batch = cfg.max_batch.max(1);
     while let Ok(first) = rx.recv() {
         let mut batch = vec![first];

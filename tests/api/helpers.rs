@@ -1,0 +1,239 @@
+//! Spawns a real server on a random port over a fresh database (one Postgres database, or
+//! one SQLite file, per test) and talks to it over real HTTP.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_web::dev::ServerHandle;
+use actix_web::web;
+use diesel::{Connection, PgConnection, RunQueryDsl};
+use serde_json::{json, Value};
+use strategist::app::AppState;
+use strategist::config::Settings;
+use strategist::keys::Scope;
+use strategist::store::{Db, DbUrl};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Postgres,
+    Sqlite,
+}
+
+/// The Postgres server the tests create their databases on.
+pub fn pg_base() -> String {
+    std::env::var("STRATEGIST_TEST_PG").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into())
+}
+
+pub struct TestApp {
+    pub address: String,
+    pub db: Db,
+    pub db_url: String,
+    pub state: web::Data<AppState>,
+    pub admin_key: String,
+    pub assign_key: String,
+    pub read_key: String,
+    pub client: awc::Client,
+    pub handle: ServerHandle,
+    pub backend: Backend,
+    pg_name: Option<String>,
+    stop: Arc<AtomicBool>,
+    server: Option<actix_web::rt::task::JoinHandle<std::io::Result<()>>>,
+}
+
+pub fn test_settings(db_url: &str) -> Settings {
+    Settings {
+        database_url: db_url.into(),
+        bind: "127.0.0.1:0".into(),
+        refresh_interval: "100ms".into(),
+        run_learner: false,
+        workers: 2,
+        pool_size: 8,
+        ..Settings::default()
+    }
+}
+
+/// A fresh, empty database URL for one test.
+pub fn fresh_database(backend: Backend) -> (String, Option<String>) {
+    let id = uuid::Uuid::new_v4().simple().to_string();
+    match backend {
+        Backend::Postgres => {
+            let name = format!("strategist_test_{id}");
+            let base = pg_base();
+            let mut c = PgConnection::establish(&format!("{base}/postgres"))
+                .unwrap_or_else(|e| panic!("tests need Postgres at {base} (set STRATEGIST_TEST_PG): {e}"));
+            diesel::sql_query(format!("CREATE DATABASE {name}")).execute(&mut c).expect("create test database");
+            (format!("{base}/{name}"), Some(name))
+        }
+        Backend::Sqlite => {
+            let dir = std::env::temp_dir().join(format!("strategist-test-{id}"));
+            std::fs::create_dir_all(&dir).expect("temp dir");
+            (dir.join("strategist.db").to_string_lossy().into_owned(), None)
+        }
+    }
+}
+
+pub async fn spawn_app(backend: Backend) -> TestApp {
+    spawn_app_with(backend, |_| {}).await
+}
+
+pub async fn spawn_app_with(backend: Backend, tweak: impl FnOnce(&mut Settings)) -> TestApp {
+    let (db_url, pg_name) = fresh_database(backend);
+    let mut settings = test_settings(&db_url);
+    tweak(&mut settings);
+    let db = strategist::startup::open_store(&settings).expect("open store");
+    let admin_key = strategist::cli::create_key(&db, Scope::Admin, "test-admin").unwrap();
+    let assign_key = strategist::cli::create_key(&db, Scope::Assign, "test-assign").unwrap();
+    let read_key = strategist::cli::create_key(&db, Scope::Read, "test-read").unwrap();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let app = strategist::startup::Application::build_with(&settings, db.clone(), listener).expect("build app");
+    let address = format!("http://127.0.0.1:{}", app.port());
+    let state = app.state.clone();
+    let handle = app.handle();
+    let stop = app.stop_flag();
+    let server = actix_web::rt::spawn(app.run_until_stopped());
+    let client = awc::Client::builder().timeout(Duration::from_secs(30)).finish();
+    TestApp {
+        address,
+        db,
+        db_url,
+        state,
+        admin_key,
+        assign_key,
+        read_key,
+        client,
+        handle,
+        backend,
+        pg_name,
+        stop,
+        server: Some(server),
+    }
+}
+
+impl TestApp {
+    pub async fn request(&self, method: &str, path: &str, key: Option<&str>, body: Option<&Value>) -> (u16, Value) {
+        let url = format!("{}{}", self.address, path);
+        let mut req = match method {
+            "GET" => self.client.get(url),
+            "POST" => self.client.post(url),
+            "PUT" => self.client.put(url),
+            "DELETE" => self.client.delete(url),
+            other => panic!("method {other}"),
+        };
+        if let Some(k) = key {
+            req = req.insert_header(("Authorization", format!("Bearer {k}")));
+        }
+        let mut resp = match body {
+            Some(b) => req.send_json(b).await,
+            None => req.send().await,
+        }
+        .unwrap_or_else(|e| panic!("{method} {path}: {e}"));
+        let status = resp.status().as_u16();
+        let bytes = resp.body().limit(16 * 1024 * 1024).await.expect("body");
+        let value =
+            serde_json::from_slice(&bytes).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into()));
+        (status, value)
+    }
+
+    /// Sends raw bytes with a content type.
+    pub async fn raw(&self, path: &str, key: &str, content_type: &str, body: Vec<u8>) -> (u16, Value) {
+        let mut resp = self
+            .client
+            .post(format!("{}{}", self.address, path))
+            .insert_header(("Authorization", format!("Bearer {key}")))
+            .insert_header(("Content-Type", content_type))
+            .send_body(body)
+            .await
+            .expect("send");
+        let status = resp.status().as_u16();
+        let bytes = resp.body().limit(1 << 20).await.expect("body");
+        (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+    }
+
+    pub async fn create_experiment(&self, def: &Value) -> Value {
+        let (s, v) = self.request("POST", "/v1/experiments", Some(&self.admin_key), Some(def)).await;
+        assert_eq!(s, 201, "create experiment: {v}");
+        v
+    }
+
+    pub async fn action(&self, key: &str, action: &str, body: Value) -> (u16, Value) {
+        self.request("POST", &format!("/v1/experiments/{key}/{action}"), Some(&self.admin_key), Some(&body)).await
+    }
+
+    pub async fn assign(&self, body: Value) -> (u16, Value) {
+        self.request("POST", "/v1/assign", Some(&self.assign_key), Some(&body)).await
+    }
+
+    pub async fn reward(&self, body: Value) -> (u16, Value) {
+        self.request("POST", "/v1/rewards", Some(&self.assign_key), Some(&body)).await
+    }
+
+    /// Runs one learner pass and reloads this process's registry.
+    pub fn learn(&self) -> strategist::learner::RunReport {
+        let r =
+            strategist::learner::run_once(&self.db, &self.state.metrics, strategist::store::now()).expect("learner");
+        self.state.invalidate();
+        self.state.refresh_registry().expect("refresh");
+        r
+    }
+
+    pub async fn stop_server(&mut self) {
+        self.handle.stop(true).await;
+        if let Some(s) = self.server.take() {
+            let _ = s.await;
+        }
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let (Some(name), Backend::Postgres) = (&self.pg_name, self.backend) {
+            if let Ok(mut c) = PgConnection::establish(&format!("{}/postgres", pg_base())) {
+                let _ = diesel::sql_query(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).execute(&mut c);
+            }
+        } else if let Ok(DbUrl::Sqlite(p)) = DbUrl::parse(&self.db_url) {
+            if let Some(dir) = p.parent() {
+                let _ = std::fs::remove_dir_all(dir);
+            }
+        }
+    }
+}
+
+/// A valid definition with fixed equal weights over arms `a` (control), `b`, `c`.
+pub fn definition(key: &str) -> Value {
+    json!({
+        "key": key,
+        "name": format!("Test {key}"),
+        "arms": [
+            {"key": "a", "control": true, "payload": {"banner": "none"}},
+            {"key": "b", "payload": {"banner": "coupon", "discount": 10}},
+            {"key": "c", "payload": {"banner": "free_shipping"}, "cost": 5.0}
+        ],
+        "policy": {"kind": "fixed"},
+        "primary_metric": {"name": "purchase", "kind": "conversion", "window": "1h"},
+        "guardrails": [{"name": "revenue", "kind": "revenue", "window": "1h"},
+                       {"name": "profit", "kind": "profit", "window": "1h"},
+                       {"name": "returns", "kind": "custom", "window": "1h", "direction": "lower"}],
+        "min_propensity": 0.05,
+        "reward_wait": "0s",
+        "status": "running"
+    })
+}
+
+/// Runs a test body once on Postgres and once on SQLite, as two tests.
+#[macro_export]
+macro_rules! on_both_backends {
+    ($name:ident) => {
+        mod $name {
+            #[actix_web::test]
+            async fn on_postgres() {
+                super::$name($crate::helpers::Backend::Postgres).await;
+            }
+            #[actix_web::test]
+            async fn on_sqlite() {
+                super::$name($crate::helpers::Backend::Sqlite).await;
+            }
+        }
+    };
+}

@@ -1,0 +1,12 @@
+//! API tests: a real server over real HTTP on a fresh Postgres database or SQLite file per test.
+
+mod helpers;
+
+mod auth;
+mod decisions;
+mod durability;
+mod errors;
+mod experiments;
+mod learning;
+mod ops;
+mod rewards;
