@@ -19,8 +19,7 @@ fn postgres_log_tables_get_monthly_partitions_ahead() {
     let mut admin = PgConnection::establish(&format!("{}/postgres", pg_base())).unwrap();
     diesel::sql_query(format!("CREATE DATABASE {name}")).execute(&mut admin).unwrap();
     let url = format!("{}/{name}", pg_base());
-    let mut settings = strategist::config::Settings::default();
-    settings.database_url = url.clone();
+    let settings = strategist::config::Settings { database_url: url.clone(), ..Default::default() };
     let db = strategist::startup::open_store(&settings).unwrap();
     let mut c = PgConnection::establish(&url).unwrap();
     let parts: Vec<Name> = diesel::sql_query(
