@@ -257,21 +257,13 @@ pub async fn assign_batch(
     state: web::Data<AppState>,
     body: web::Json<AssignBatchRequest>,
 ) -> Result<HttpResponse, ApiError> {
-    let requests = body.into_inner().requests;
-    if requests.is_empty() || requests.len() > MAX_BATCH {
-        return Err(ApiError::unprocessable("invalid_batch_size", format!("a batch holds 1–{MAX_BATCH} requests")));
-    }
-    let futures = requests.into_iter().map(|r| {
+    let results = super::run_batch(body.into_inner().requests, MAX_BATCH, |r| {
         let state = state.clone();
         async move { assign_one(&state, r).await }
-    });
-    let results = futures_util::future::join_all(futures)
-        .await
-        .into_iter()
-        .map(|r| match r {
-            Ok(v) => AssignResult::Ok(v),
-            Err(e) => AssignResult::Err(e.body()),
-        })
-        .collect();
+    })
+    .await?
+    .into_iter()
+    .map(|r| r.map_or_else(AssignResult::Err, AssignResult::Ok))
+    .collect();
     Ok(HttpResponse::Ok().json(AssignBatchResponse { results }))
 }

@@ -37,6 +37,23 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("get", "/openapi.json"),
 ];
 
+/// Runs `one` on every item of a batch concurrently and returns each outcome in order,
+/// an error becoming that item's error body. Refuses empty or oversized batches.
+pub async fn run_batch<T, R, Fut>(
+    items: Vec<T>,
+    max: usize,
+    one: impl Fn(T) -> Fut,
+) -> Result<Vec<Result<R, error::ErrorBody>>, ApiError>
+where
+    Fut: std::future::Future<Output = Result<R, ApiError>>,
+{
+    if items.is_empty() || items.len() > max {
+        return Err(ApiError::unprocessable("invalid_batch_size", format!("a batch holds 1–{max} items")));
+    }
+    let results = futures_util::future::join_all(items.into_iter().map(one)).await;
+    Ok(results.into_iter().map(|r| r.map_err(|e| e.body())).collect())
+}
+
 async fn method_not_allowed() -> Result<HttpResponse, ApiError> {
     Err(ApiError::new(
         actix_web::http::StatusCode::METHOD_NOT_ALLOWED,

@@ -305,21 +305,13 @@ pub async fn rewards_batch(
     state: web::Data<AppState>,
     body: web::Json<RewardBatchRequest>,
 ) -> Result<HttpResponse, ApiError> {
-    let items = body.into_inner().rewards;
-    if items.is_empty() || items.len() > MAX_BATCH {
-        return Err(ApiError::unprocessable("invalid_batch_size", format!("a batch holds 1–{MAX_BATCH} rewards")));
-    }
-    let futures = items.into_iter().map(|r| {
+    let results = super::run_batch(body.into_inner().rewards, MAX_BATCH, |r| {
         let state = state.clone();
         async move { reward_one(&state, r).await }
-    });
-    let results = futures_util::future::join_all(futures)
-        .await
-        .into_iter()
-        .map(|r| match r {
-            Ok(v) => RewardResult::Ok(v),
-            Err(e) => RewardResult::Err(e.body()),
-        })
-        .collect();
+    })
+    .await?
+    .into_iter()
+    .map(|r| r.map_or_else(RewardResult::Err, RewardResult::Ok))
+    .collect();
     Ok(HttpResponse::Ok().json(RewardBatchResponse { results }))
 }
