@@ -41,6 +41,19 @@ pub enum Command {
     /// Run the whole platform on the embedded store with the example experiments and
     /// simulated storefront traffic.
     Demo(demo::DemoArgs),
+    /// Statistics engine utilities.
+    Stats {
+        #[command(subcommand)]
+        command: StatsCommand,
+    },
+    /// Off-policy evaluation of a target policy on logged bandit feedback.
+    Ope(crate::ope::cli::OpeArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum StatsCommand {
+    /// Evaluate a file of reference cases (format of stats_cases.json) and print the results as JSON.
+    Eval { file: PathBuf },
 }
 
 #[derive(Debug, Subcommand)]
@@ -107,6 +120,12 @@ pub fn run() -> anyhow::Result<()> {
         Command::Experiments { command } => experiments(command),
         Command::Keys { command } => keys(command),
         Command::Demo(args) => demo::run(args),
+        Command::Stats { command: StatsCommand::Eval { file } } => {
+            let out = crate::stats::eval_file(&file)?;
+            println!("{}", serde_json::to_string_pretty(&out)?);
+            Ok(())
+        }
+        Command::Ope(args) => crate::ope::cli::run(&args),
     }
 }
 

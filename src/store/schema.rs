@@ -140,3 +140,52 @@ diesel::allow_tables_to_appear_in_same_query!(
     rewards,
     decisions
 );
+
+diesel::table! {
+    arm_stats (experiment_id, version, arm, metric, period) {
+        experiment_id -> BigInt,
+        version -> Integer,
+        arm -> Text,
+        metric -> Text,
+        period -> BigInt,
+        n -> BigInt,
+        sum -> Double,
+        sum_sq -> Double,
+        sum_w -> Double,
+        sum_wy -> Double,
+        sum_wy2 -> Double,
+        sum_w2 -> Double,
+        sum_w2y -> Double,
+        sum_w2y2 -> Double,
+    }
+}
+
+diesel::table! {
+    allocation_stats (experiment_id, version, period, arm) {
+        experiment_id -> BigInt,
+        version -> Integer,
+        period -> BigInt,
+        arm -> Text,
+        n -> BigInt,
+        expected -> Double,
+    }
+}
+
+diesel::table! {
+    analysis_watermarks (experiment_id, stream) {
+        experiment_id -> BigInt,
+        stream -> Text,
+        until_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    analyses (id) {
+        id -> BigInt,
+        experiment_id -> BigInt,
+        version -> Integer,
+        state -> Text,
+        result -> Text,
+        created_at -> Timestamp,
+    }
+}

@@ -1,0 +1,40 @@
+//! Off-policy evaluation (OPE): estimate what a target policy would have earned from logged
+//! bandit feedback that carries the logging policy's propensities, without running it.
+//!
+//! The pieces, in the order [`evaluate()`] uses them:
+//!
+//! - [`LoggedData`] holds the logged rows (context features, action, slate position, reward,
+//!   propensity). [`load_obd`] fills it from an Open Bandit Dataset CSV; a store-backed
+//!   loader (the platform's exposure log) fills it through [`LoggedDataBuilder`].
+//! - [`TargetPolicy`] gives the target policy's action distribution for every logged row and
+//!   position: [`UniformPolicy`], [`PositionTablePolicy`] (fixed weights, an action
+//!   distribution CSV, or Bernoulli Thompson sampling fitted by [`fit_bernoulli_ts`]).
+//! - [`reward_model`] fits a cross-fitted, L2-regularised logistic (or linear) regression of the
+//!   reward on context, action and position, for the direct method and doubly robust.
+//! - [`estimators`] holds the pure estimator formulas (DM, IPW, SNIPW, DR, Switch-DR), their
+//!   normal-approximation intervals, the effective sample size and the Switch-DR threshold
+//!   choice; [`bootstrap`] the seeded percentile bootstrap.
+//! - [`cli`] is the `strategist ope` subcommand.
+//!
+//! Pure computation: no clock, no global RNG (every random step takes a seed), no I/O except
+//! the CSV loaders in [`obd`] and [`target`] and the printing in [`cli`].
+
+pub mod bootstrap;
+pub mod cli;
+mod csv;
+pub mod data;
+mod error;
+pub mod estimators;
+pub mod evaluate;
+pub mod obd;
+pub mod reward_model;
+mod seed;
+pub mod target;
+
+pub use data::{CategoricalFeature, LoggedData, LoggedDataBuilder, LoggedRecord};
+pub use error::OpeError;
+pub use estimators::{Estimator, EstimatorInputs, SwitchTau};
+pub use evaluate::{evaluate, evaluate_with_progress, EstimateSummary, Estimates, OpeConfig, OpeReport};
+pub use obd::{load_obd, ObdOptions};
+pub use reward_model::{RewardModel, RewardModelConfig, RewardModelFitting, RewardModelKind, RewardPredictions};
+pub use target::{fit_bernoulli_ts, BernoulliTsConfig, PositionTablePolicy, TargetPolicy, TargetSpec, UniformPolicy};

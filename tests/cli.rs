@@ -1,0 +1,74 @@
+//! The command line as users and scripts call it: `strategist stats eval` and `strategist ope`.
+
+use std::process::Command;
+
+use serde_json::Value;
+
+fn reference(path: &str) -> String {
+    format!("{}/../shared/reference/{path}", env!("CARGO_MANIFEST_DIR"))
+}
+
+fn run(args: &[&str]) -> Value {
+    let out = Command::new(env!("CARGO_BIN_EXE_strategist")).args(args).output().expect("run strategist");
+    assert!(out.status.success(), "strategist {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).expect("JSON on stdout")
+}
+
+fn close(got: &Value, want: &Value) -> bool {
+    match (got, want) {
+        (Value::Number(g), Value::Number(w)) => {
+            let (g, w) = (g.as_f64().unwrap(), w.as_f64().unwrap());
+            g == w || (g - w).abs() <= 1e-6 * w.abs().max(1e-300) || (g - w).abs() < 1e-10
+        }
+        (Value::Array(g), Value::Array(w)) => g.len() == w.len() && g.iter().zip(w).all(|(a, b)| close(a, b)),
+        (Value::Object(g), Value::Object(w)) => w.iter().all(|(k, v)| g.get(k).is_some_and(|x| close(x, v))),
+        (g, w) => g == w,
+    }
+}
+
+#[test]
+fn stats_eval_reproduces_the_reference_cases() {
+    let doc: Value = serde_json::from_str(&std::fs::read_to_string(reference("stats_cases.json")).unwrap()).unwrap();
+    let out = run(&["stats", "eval", &reference("stats_cases.json")]);
+    let results = out.as_array().expect("an array");
+    let cases = doc["cases"].as_array().unwrap();
+    assert_eq!(results.len(), cases.len());
+    for (case, got) in cases.iter().zip(results) {
+        assert_eq!(got["id"], case["id"]);
+        for (key, want) in case["expected"].as_object().unwrap() {
+            // p-values that underflow are compared through ln_p_value (the reference's note).
+            // Provenance strings describe how the reference was computed, not a result.
+            if want.is_string() {
+                continue;
+            }
+            if want.as_f64() == Some(0.0) && case["expected"].get("ln_p_value").is_some() {
+                continue;
+            }
+            assert!(close(&got[key], want), "{} {key}: got {} want {want}", case["id"], got[key]);
+        }
+    }
+}
+
+#[test]
+fn ope_of_the_uniform_policy_on_uniform_logs_is_the_click_rate() {
+    let out = run(&[
+        "ope",
+        "--logged",
+        &format!("obd:{}", reference("obd/random/all/all.csv")),
+        "--target",
+        "uniform",
+        "--bootstrap",
+        "200",
+        "--json",
+    ]);
+    assert_eq!(out["n"], 10000);
+    for est in ["ipw", "snipw"] {
+        let v = out["estimators"][est]["estimate"].as_f64().unwrap();
+        assert!((v - 0.0038).abs() < 1e-12, "{est} = {v}");
+        let ci = out["estimators"][est]["ci95"].as_array().unwrap();
+        assert!(ci[0].as_f64().unwrap() < 0.0038 && ci[1].as_f64().unwrap() > 0.0038);
+    }
+    for est in ["dm", "dr", "switch_dr"] {
+        assert!(out["estimators"][est]["bootstrap_ci95"].is_array(), "{est}");
+    }
+}
