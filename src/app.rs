@@ -107,10 +107,15 @@ impl AppState {
         Ok(())
     }
 
+    /// The cached key for this hash, without touching the store.
+    pub fn cached_key(&self, key_hash: &str) -> Option<KeyInfo> {
+        self.keys.read().ok().and_then(|m| m.get(key_hash).cloned())
+    }
+
     /// Looks a key hash up in the cache, then in the store (so a key created a moment ago
     /// by another process works at once).
     pub fn lookup_key(&self, key_hash: &str) -> Result<Option<KeyInfo>, StoreError> {
-        if let Some(k) = self.keys.read().ok().and_then(|m| m.get(key_hash).cloned()) {
+        if let Some(k) = self.cached_key(key_hash) {
             return Ok(Some(k));
         }
         let Some(row) = queries::find_api_key(&self.db, key_hash)? else { return Ok(None) };

@@ -36,7 +36,11 @@ async fn authorize(req: &ServiceRequest, allowed: &[Scope]) -> Result<KeyInfo, A
     let state =
         req.app_data::<web::Data<AppState>>().ok_or_else(|| ApiError::internal("application state missing"))?.clone();
     let hash = hash_key(key);
-    let info = web::block(move || state.lookup_key(&hash)).await??;
+    // Known keys are answered from memory; only a miss goes to the store (off the async threads).
+    let info = match state.cached_key(&hash) {
+        Some(k) => Some(k),
+        None => web::block(move || state.lookup_key(&hash)).await??,
+    };
     let info = info.ok_or_else(|| unauthorized("unknown API key"))?;
     if info.revoked {
         return Err(unauthorized("this API key has been revoked"));
