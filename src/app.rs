@@ -23,6 +23,10 @@ pub struct KeyInfo {
     pub revoked: bool,
 }
 
+/// (experiment id, version, unit hash).
+pub type StickyKey = (i64, i32, String);
+const STICKY_CACHE_MAX: usize = 1_000_000;
+
 pub struct AppState {
     pub db: Db,
     pub writer: LogWriter,
@@ -32,6 +36,9 @@ pub struct AppState {
     pub db_up: Arc<AtomicBool>,
     pub max_body_bytes: usize,
     keys: RwLock<HashMap<String, KeyInfo>>,
+    /// Stored sticky assignments already read: a stored row never changes, so a hit is
+    /// always what the store holds. Bounded by clearing when full.
+    sticky: RwLock<HashMap<StickyKey, (String, f64)>>,
     stamp: RwLock<Option<queries::Stamp>>,
 }
 
@@ -53,6 +60,7 @@ impl AppState {
             db_up,
             max_body_bytes,
             keys: RwLock::new(HashMap::new()),
+            sticky: RwLock::new(HashMap::new()),
             stamp: RwLock::new(None),
         }
     }
@@ -105,6 +113,19 @@ impl AppState {
             *k = map;
         }
         Ok(())
+    }
+
+    pub fn sticky_cached(&self, key: &StickyKey) -> Option<(String, f64)> {
+        self.sticky.read().ok().and_then(|m| m.get(key).cloned())
+    }
+
+    pub fn sticky_remember(&self, key: StickyKey, arm: (String, f64)) {
+        if let Ok(mut m) = self.sticky.write() {
+            if m.len() >= STICKY_CACHE_MAX {
+                m.clear();
+            }
+            m.insert(key, arm);
+        }
     }
 
     /// The cached key for this hash, without touching the store.

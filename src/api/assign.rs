@@ -153,13 +153,24 @@ pub async fn assign_one(state: &web::Data<AppState>, req: AssignRequest) -> Resu
             propensity,
             created_at,
         };
-        let st = state.clone();
-        match web::block(move || queries::sticky_get_or_insert(&st.db, &candidate)).await? {
-            Ok(stored) => {
+        let cache_key = (exp.id, exp.version, unit_hash.clone());
+        let stored = match state.sticky_cached(&cache_key) {
+            Some(hit) => Ok(hit),
+            None => {
+                let st = state.clone();
+                web::block(move || queries::sticky_get_or_insert(&st.db, &candidate)).await?.map(|row| {
+                    let hit = (row.arm, row.propensity);
+                    state.sticky_remember(cache_key, hit.clone());
+                    hit
+                })
+            }
+        };
+        match stored {
+            Ok((stored_arm, stored_propensity)) => {
                 // The unit keeps its first arm (and that draw's propensity) while it is eligible.
-                if let Some(i) = exp.definition.arm_index(&stored.arm).filter(|i| eligible[*i]) {
+                if let Some(i) = exp.definition.arm_index(&stored_arm).filter(|i| eligible[*i]) {
                     arm = i;
-                    propensity = stored.propensity;
+                    propensity = stored_propensity;
                 }
             }
             Err(e) if e.is_unavailable() => {
