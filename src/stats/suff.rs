@@ -198,18 +198,6 @@ impl Add for SampleStats {
     }
 }
 
-impl Sum for SampleStats {
-    fn sum<I: Iterator<Item = SampleStats>>(iter: I) -> SampleStats {
-        iter.fold(SampleStats::EMPTY, Add::add)
-    }
-}
-
-impl Moments for SampleStats {
-    fn summary(&self) -> StatsResult<Summary> {
-        Summary::new(self.n as f64, self.mean()?, self.variance()?)
-    }
-}
-
 // ---------------------------------------------------------------------------
 // Binary metric
 // ---------------------------------------------------------------------------
@@ -270,18 +258,6 @@ impl Add for ProportionStats {
     #[inline]
     fn add(self, rhs: ProportionStats) -> ProportionStats {
         ProportionStats { n: self.n + rhs.n, conversions: self.conversions + rhs.conversions }
-    }
-}
-
-impl Sum for ProportionStats {
-    fn sum<I: Iterator<Item = ProportionStats>>(iter: I) -> ProportionStats {
-        iter.fold(ProportionStats::EMPTY, Add::add)
-    }
-}
-
-impl Moments for ProportionStats {
-    fn summary(&self) -> StatsResult<Summary> {
-        Summary::new(self.n as f64, self.mean()?, self.variance()?)
     }
 }
 
@@ -404,18 +380,6 @@ impl Add for RatioStats {
     }
 }
 
-impl Sum for RatioStats {
-    fn sum<I: Iterator<Item = RatioStats>>(iter: I) -> RatioStats {
-        iter.fold(RatioStats::EMPTY, Add::add)
-    }
-}
-
-impl Moments for RatioStats {
-    fn summary(&self) -> StatsResult<Summary> {
-        Summary::new(self.n as f64, self.mean()?, self.variance()?)
-    }
-}
-
 // ---------------------------------------------------------------------------
 // CUPED
 // ---------------------------------------------------------------------------
@@ -489,12 +453,6 @@ impl Add for CupedStats {
             sum_x_sq: self.sum_x_sq + rhs.sum_x_sq,
             sum_xy: self.sum_xy + rhs.sum_xy,
         }
-    }
-}
-
-impl Sum for CupedStats {
-    fn sum<I: Iterator<Item = CupedStats>>(iter: I) -> CupedStats {
-        iter.fold(CupedStats::EMPTY, Add::add)
     }
 }
 
@@ -638,11 +596,29 @@ impl Add for WeightedStats {
     }
 }
 
-impl Sum for WeightedStats {
-    fn sum<I: Iterator<Item = WeightedStats>>(iter: I) -> WeightedStats {
-        iter.fold(WeightedStats::EMPTY, Add::add)
-    }
+/// `Sum` by merging from `EMPTY` with `+`, for every mergeable statistics type.
+macro_rules! sum_by_merging {
+    ($($t:ty),*) => {$(
+        impl Sum for $t {
+            fn sum<I: Iterator<Item = $t>>(iter: I) -> $t {
+                iter.fold(<$t>::EMPTY, Add::add)
+            }
+        }
+    )*};
 }
+sum_by_merging!(SampleStats, ProportionStats, RatioStats, CupedStats, WeightedStats);
+
+/// `Moments` from the type's own `mean()` and per-unit `variance()`.
+macro_rules! moments_from_mean_and_variance {
+    ($($t:ty),*) => {$(
+        impl Moments for $t {
+            fn summary(&self) -> StatsResult<Summary> {
+                Summary::new(self.n as f64, self.mean()?, self.variance()?)
+            }
+        }
+    )*};
+}
+moments_from_mean_and_variance!(SampleStats, ProportionStats, RatioStats);
 
 #[cfg(test)]
 mod tests {
