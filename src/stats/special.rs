@@ -380,7 +380,6 @@ const CF_MAX_ITER: usize = 1_000_000;
 /// d₂ₘ₊₁ = -(a+m)(a+b+m)x / ((a+2m)(a+2m+1)), d₂ₘ = m(b-m)x / ((a+2m-1)(a+2m)).
 /// Converges fast for x < (a+1)/(a+b+2).
 fn beta_cf(a: f64, b: f64, x: f64, y: f64, max_iter: usize) -> StatsResult<f64> {
-    const TINY: f64 = 1e-300;
     const EPS: f64 = 2.0 * f64::EPSILON;
     let qab = a + b;
     let qap = a + 1.0;
@@ -401,27 +400,9 @@ fn beta_cf(a: f64, b: f64, x: f64, y: f64, max_iter: usize) -> StatsResult<f64> 
         let m = m as f64;
         let m2 = 2.0 * m;
         let aa = m * (b - m) * x / ((qam + m2) * (a + m2));
-        d = 1.0 + aa * d;
-        if d.abs() < TINY {
-            d = TINY;
-        }
-        c = 1.0 + aa / c;
-        if c.abs() < TINY {
-            c = TINY;
-        }
-        d = 1.0 / d;
-        h *= d * c;
+        h *= lentz_step(aa, &mut c, &mut d);
         let aa = -(a + m) * (qab + m) * x / ((a + m2) * (qap + m2));
-        d = 1.0 + aa * d;
-        if d.abs() < TINY {
-            d = TINY;
-        }
-        c = 1.0 + aa / c;
-        if c.abs() < TINY {
-            c = TINY;
-        }
-        d = 1.0 / d;
-        let del = d * c;
+        let del = lentz_step(aa, &mut c, &mut d);
         h *= del;
         if (del - 1.0).abs() <= EPS {
             return Ok(h);
@@ -812,6 +793,25 @@ pub(crate) fn integrate<F: FnMut(f64) -> StatsResult<f64>>(f: &mut F, a: f64, b:
         }
     }
     Ok(total)
+}
+
+/// Floor that keeps the Lentz recurrences away from division by zero.
+const TINY: f64 = 1e-300;
+
+/// One step of the modified Lentz algorithm for a continued fraction with partial
+/// numerator `aa` (Press et al., Numerical Recipes, 3rd ed., §5.2): updates C and D,
+/// keeping both away from zero, and returns the factor C·D that multiplies the estimate.
+fn lentz_step(aa: f64, c: &mut f64, d: &mut f64) -> f64 {
+    *d = 1.0 + aa * *d;
+    if d.abs() < TINY {
+        *d = TINY;
+    }
+    *c = 1.0 + aa / *c;
+    if c.abs() < TINY {
+        *c = TINY;
+    }
+    *d = 1.0 / *d;
+    *d * *c
 }
 
 #[cfg(test)]
