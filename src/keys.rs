@@ -69,6 +69,24 @@ pub fn pseudonymise(secret: &[u8], unit_id: &str) -> String {
     hex::encode(&mac.finalize().into_bytes()[..16])
 }
 
+/// A time-ordered id (UUIDv7: milliseconds since the epoch, then 74 random bits) from the
+/// thread's CSPRNG, so that making one costs no system call (`Uuid::now_v7` asks the OS for
+/// randomness each time). Exposure and reward ids use it; the reward path reads the time
+/// back to find an exposure's partition.
+pub fn time_ordered_id() -> uuid::Uuid {
+    use rand::Rng;
+    let ms =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0);
+    let random: [u8; 10] = rand::rng().random();
+    uuid::Builder::from_unix_timestamp_millis(ms, &random).into_uuid()
+}
+
+/// A random id (UUIDv4) from the thread's CSPRNG.
+pub fn random_id() -> uuid::Uuid {
+    use rand::Rng;
+    uuid::Builder::from_random_bytes(rand::rng().random()).into_uuid()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -91,5 +109,18 @@ mod tests {
         assert_ne!(x, pseudonymise(b"s1", "u-2"));
         assert_eq!(x.len(), 32);
         assert!(!x.contains("u-1"));
+    }
+
+    #[test]
+    fn generated_ids_are_v7_and_v4_with_the_current_time() {
+        let before = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64;
+        let id = time_ordered_id();
+        assert_eq!(id.get_version_num(), 7);
+        let (secs, nanos) = id.get_timestamp().expect("v7 carries a timestamp").to_unix();
+        let ms = secs * 1000 + u64::from(nanos) / 1_000_000;
+        assert!(ms >= before && ms <= before + 5_000, "{ms} vs {before}");
+        assert_eq!(random_id().get_version_num(), 4);
+        let ids: std::collections::HashSet<_> = (0..10_000).map(|_| time_ordered_id()).collect();
+        assert_eq!(ids.len(), 10_000);
     }
 }

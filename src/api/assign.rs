@@ -11,9 +11,8 @@ use crate::app::AppState;
 use crate::experiment::context::parse_context;
 use crate::experiment::registry::{Draw, LiveExperiment, Unlogged};
 use crate::keys::pseudonymise;
-use crate::store::models::{ExposureRow, StickyRow};
-use crate::store::queries;
-use crate::store::writer::WriteItem;
+use crate::store::models::ExposureRow;
+use crate::store::writer::{ExposureWrite, StickyClaim, WriteItem, WriteOutcome};
 
 pub const MAX_ID_LEN: usize = 256;
 pub const MAX_BATCH: usize = 500;
@@ -131,7 +130,7 @@ pub async fn assign_one(state: &web::Data<AppState>, req: AssignRequest) -> Resu
             e
         }
     };
-    let request_id = req.request_id.clone().unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+    let request_id = req.request_id.clone().unwrap_or_else(|| crate::keys::random_id().to_string());
     let draw = exp
         .decide(&req.unit_id, &request_id, &ctx, &eligible)
         .map_err(|e| ApiError::unprocessable(e.code(), e.to_string()))?;
@@ -144,39 +143,23 @@ pub async fn assign_one(state: &web::Data<AppState>, req: AssignRequest) -> Resu
     }
     let unit_hash = pseudonymise(&state.unit_secret, &req.unit_id);
     let created_at = crate::store::now();
-    if exp.definition.sticky {
-        let candidate = StickyRow {
-            experiment_id: exp.id,
-            version: exp.version,
-            unit_hash: unit_hash.clone(),
-            arm: exp.definition.arms[arm].key.clone(),
-            propensity,
-            created_at,
-        };
-        let cache_key = (exp.id, exp.version, unit_hash.clone());
-        let stored = match state.sticky_cached(&cache_key) {
-            Some(hit) => Ok(hit),
-            None => {
-                let st = state.clone();
-                web::block(move || queries::sticky_get_or_insert(&st.db, &candidate)).await?.map(|row| {
-                    let hit = (row.arm, row.propensity);
-                    state.sticky_remember(cache_key, hit.clone());
-                    hit
-                })
-            }
-        };
-        match stored {
-            Ok((stored_arm, stored_propensity)) => {
-                // The unit keeps its first arm (and that draw's propensity) while it is eligible.
+    // Sticky: a unit keeps its first arm (and that draw's propensity) for the version while
+    // that arm is eligible. A remembered assignment is applied here; otherwise the draw goes
+    // to the log writer as the unit's claim, and the writer resolves it in the same
+    // transaction that logs the exposure (one commit for the batch, no extra round trip).
+    let mut sticky = None;
+    let cache_key = exp.definition.sticky.then(|| (exp.id, exp.version, unit_hash.clone()));
+    if let Some(key) = &cache_key {
+        match state.sticky_cached(key) {
+            Some((stored_arm, stored_propensity)) => {
                 if let Some(i) = exp.definition.arm_index(&stored_arm).filter(|i| eligible[*i]) {
                     arm = i;
                     propensity = stored_propensity;
                 }
             }
-            Err(e) if e.is_unavailable() => {
-                return Ok(unlogged(&exp, exp.default_arm_among(&eligible), Unlogged::StoreUnavailable, state))
+            None => {
+                sticky = Some(StickyClaim { eligible: req.eligible_arms.clone() });
             }
-            Err(e) => return Err(ApiError::internal(e)),
         }
     }
     let pmf_json: serde_json::Map<String, serde_json::Value> = exp
@@ -187,7 +170,7 @@ pub async fn assign_one(state: &web::Data<AppState>, req: AssignRequest) -> Resu
         .filter(|(_, p)| **p > 0.0)
         .map(|(a, p)| (a.key.clone(), serde_json::Value::from(*p)))
         .collect();
-    let exposure_id = uuid::Uuid::now_v7().to_string();
+    let exposure_id = crate::keys::time_ordered_id().to_string();
     let row = ExposureRow {
         id: exposure_id.clone(),
         experiment_id: exp.id,
@@ -201,8 +184,12 @@ pub async fn assign_one(state: &web::Data<AppState>, req: AssignRequest) -> Resu
         policy_version: exp.policy_version,
         created_at,
     };
-    match state.writer.write(WriteItem::Exposure(row)).await {
-        Ok(_) => {
+    match state.writer.write(WriteItem::Exposure(ExposureWrite { row, sticky })).await {
+        Ok(WriteOutcome::Logged { arm: logged_arm, propensity, sticky }) => {
+            if let (Some(key), Some(held)) = (cache_key, sticky) {
+                state.sticky_remember(key, held);
+            }
+            let arm = exp.definition.arm_index(&logged_arm).unwrap_or(arm);
             state.metrics.decisions.with_label_values(&[&exp.key, &exp.definition.arms[arm].key]).inc();
             Ok(AssignResponse {
                 exposure_id: Some(exposure_id),
@@ -215,6 +202,7 @@ pub async fn assign_one(state: &web::Data<AppState>, req: AssignRequest) -> Resu
                 reason: None,
             })
         }
+        Ok(other) => Err(ApiError::internal(format!("the log writer answered {other:?} for an exposure"))),
         Err(e) => {
             if !e.is_unavailable() {
                 tracing::error!(error = %e, experiment = %exp.key, "exposure not stored");

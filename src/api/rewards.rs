@@ -120,7 +120,7 @@ fn attribution_for(
         exp.definition.arms.iter().find(|a| a.key == exposure.arm).map(|a| (a.cost, a.cost_rate)).unwrap_or((0.0, 0.0));
     let stored = stored_value(metric, value, cost, rate)?;
     Ok(RewardRow {
-        id: uuid::Uuid::now_v7().to_string(),
+        id: crate::keys::time_ordered_id().to_string(),
         exposure_id: exposure.id.clone(),
         experiment_id: exposure.experiment_id,
         version: exposure.version,

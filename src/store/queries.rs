@@ -375,19 +375,6 @@ pub fn insert_snapshot(
 
 // ---------------------------------------------------------------- sticky assignments
 
-/// Returns the unit's stored arm for this version, storing `candidate` first if it has none.
-pub fn sticky_get_or_insert(db: &Db, candidate: &StickyRow) -> Result<StickyRow, StoreError> {
-    db_run!(db, |conn| {
-        diesel::insert_into(sticky_assignments::table).values(candidate).on_conflict_do_nothing().execute(conn)?;
-        Ok(sticky_assignments::table
-            .filter(sticky_assignments::experiment_id.eq(candidate.experiment_id))
-            .filter(sticky_assignments::version.eq(candidate.version))
-            .filter(sticky_assignments::unit_hash.eq(&candidate.unit_hash))
-            .select(StickyRow::as_select())
-            .first(conn)?)
-    })
-}
-
 // ---------------------------------------------------------------- exposures
 
 /// One exposure by id. `created_at_hint` (from the UUIDv7 time) lets Postgres prune

@@ -7,17 +7,18 @@
 //! If a batch fails for a reason other than the database being away, it is retried one
 //! item at a time, so one bad row cannot take the others with it.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender, TrySendError};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use chrono::NaiveDateTime;
 use diesel::prelude::*;
 use tokio::sync::oneshot;
 
-use super::models::{ExposureRow, RewardRow};
-use super::schema::{exposures, reward_keys, rewards};
+use super::models::{ExposureRow, RewardRow, StickyRow};
+use super::schema::{exposures, reward_keys, rewards, sticky_assignments};
 use super::{now, Db, StoreError};
 use crate::telemetry::Metrics;
 
@@ -31,14 +32,33 @@ pub struct RewardWrite {
     pub rows: Vec<RewardRow>,
 }
 
+/// One decision to log. For a sticky experiment the row's draw is also the unit's claim on
+/// an arm for the version: if the unit already holds one, the writer logs (and the caller
+/// answers) the stored arm with its original propensity instead, as long as that arm is in
+/// `eligible` (`None`: every arm). Claim and exposure commit in the same transaction.
+#[derive(Debug, Clone)]
+pub struct ExposureWrite {
+    pub row: ExposureRow,
+    pub sticky: Option<StickyClaim>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct StickyClaim {
+    pub eligible: Option<Vec<String>>,
+}
+
 #[derive(Debug)]
 pub enum WriteItem {
-    Exposure(ExposureRow),
+    Exposure(ExposureWrite),
     Reward(RewardWrite),
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum WriteOutcome {
+    /// The exposure is stored with this arm and propensity; `sticky` is the unit's stored
+    /// assignment when the item carried a claim.
+    Logged { arm: String, propensity: f64, sticky: Option<(String, f64)> },
+    /// A reward is stored.
     Stored,
     /// A reward whose idempotency key was already stored: nothing new was written.
     Duplicate,
@@ -181,72 +201,234 @@ fn run(
     tracing::info!("log writer drained and stopped");
 }
 
+type StickyKey<'a> = (i64, i32, &'a str);
+
+/// What differs between the backends in a commit: exposure rows go by binary COPY on
+/// Postgres and by multi-row INSERTs on SQLite, and a SQLite write transaction takes the
+/// write lock at BEGIN (IMMEDIATE), so it waits in the busy handler instead of failing
+/// with SQLITE_BUSY when it would have to upgrade a read lock held beside another writer.
+trait WriterConnection: diesel::Connection {
+    fn insert_exposures(&mut self, rows: &[&ExposureRow]) -> QueryResult<()>;
+    /// Inserts the sticky rows whose unit holds no arm yet; returns which were inserted.
+    fn claim_sticky(&mut self, rows: &[&StickyRow]) -> QueryResult<HashSet<(i64, i32, String)>>;
+    /// Inserts the idempotency keys not stored yet; returns which were inserted.
+    fn claim_keys(&mut self, keys: &[&str], at: NaiveDateTime) -> QueryResult<HashSet<String>>;
+    fn write_transaction<T>(&mut self, f: impl FnOnce(&mut Self) -> Result<T, StoreError>) -> Result<T, StoreError>;
+}
+
+impl WriterConnection for diesel::PgConnection {
+    fn claim_sticky(&mut self, rows: &[&StickyRow]) -> QueryResult<HashSet<(i64, i32, String)>> {
+        let mut won = HashSet::new();
+        for chunk in rows.chunks(ROWS_PER_STATEMENT) {
+            let inserted: Vec<(i64, i32, String)> = diesel::insert_into(sticky_assignments::table)
+                .values(chunk.to_vec())
+                .on_conflict_do_nothing()
+                .returning((
+                    sticky_assignments::experiment_id,
+                    sticky_assignments::version,
+                    sticky_assignments::unit_hash,
+                ))
+                .get_results(self)?;
+            won.extend(inserted);
+        }
+        Ok(won)
+    }
+
+    fn claim_keys(&mut self, keys: &[&str], at: NaiveDateTime) -> QueryResult<HashSet<String>> {
+        let mut fresh = HashSet::new();
+        for chunk in keys.chunks(ROWS_PER_STATEMENT) {
+            let rows: Vec<_> =
+                chunk.iter().map(|k| (reward_keys::idempotency_key.eq(*k), reward_keys::created_at.eq(at))).collect();
+            let inserted: Vec<String> = diesel::insert_into(reward_keys::table)
+                .values(rows)
+                .on_conflict_do_nothing()
+                .returning(reward_keys::idempotency_key)
+                .get_results(self)?;
+            fresh.extend(inserted);
+        }
+        Ok(fresh)
+    }
+
+    fn write_transaction<T>(&mut self, f: impl FnOnce(&mut Self) -> Result<T, StoreError>) -> Result<T, StoreError> {
+        self.transaction(f)
+    }
+
+    fn insert_exposures(&mut self, rows: &[&ExposureRow]) -> QueryResult<()> {
+        if !rows.is_empty() {
+            // Binary COPY takes a slice of owned rows.
+            let owned: Vec<ExposureRow> = rows.iter().map(|r| (*r).clone()).collect();
+            diesel::copy_from(exposures::table).from_insertable(&owned).execute(self)?;
+        }
+        Ok(())
+    }
+}
+
+// SQLite runs a multi-row INSERT … RETURNING row by row and reports a row skipped by
+// ON CONFLICT DO NOTHING as `NotFound`, so claims go one row at a time (in-process, cheap)
+// and the affected-row count says whether a row was new.
+impl WriterConnection for diesel::SqliteConnection {
+    fn claim_sticky(&mut self, rows: &[&StickyRow]) -> QueryResult<HashSet<(i64, i32, String)>> {
+        let mut won = HashSet::new();
+        for row in rows {
+            if diesel::insert_into(sticky_assignments::table).values(*row).on_conflict_do_nothing().execute(self)? == 1
+            {
+                won.insert((row.experiment_id, row.version, row.unit_hash.clone()));
+            }
+        }
+        Ok(won)
+    }
+
+    fn claim_keys(&mut self, keys: &[&str], at: NaiveDateTime) -> QueryResult<HashSet<String>> {
+        let mut fresh = HashSet::new();
+        for k in keys {
+            let row = (reward_keys::idempotency_key.eq(*k), reward_keys::created_at.eq(at));
+            if diesel::insert_into(reward_keys::table).values(row).on_conflict_do_nothing().execute(self)? == 1 {
+                fresh.insert(k.to_string());
+            }
+        }
+        Ok(fresh)
+    }
+
+    fn write_transaction<T>(&mut self, f: impl FnOnce(&mut Self) -> Result<T, StoreError>) -> Result<T, StoreError> {
+        self.immediate_transaction(f)
+    }
+
+    fn insert_exposures(&mut self, rows: &[&ExposureRow]) -> QueryResult<()> {
+        for chunk in rows.chunks(ROWS_PER_STATEMENT) {
+            diesel::insert_into(exposures::table).values(chunk.to_vec()).execute(self)?;
+        }
+        Ok(())
+    }
+}
+
 /// Commits a batch in one transaction and returns one outcome per item, in order.
 fn commit(db: &Db, items: &[&WriteItem]) -> Result<Vec<WriteOutcome>, StoreError> {
-    let exposures_rows: Vec<ExposureRow> = items
-        .iter()
-        .filter_map(|i| match i {
-            WriteItem::Exposure(e) => Some(e.clone()),
-            _ => None,
-        })
-        .collect();
+    // Sticky claims: the first claim of a unit in the batch is the candidate row.
+    let mut claims: HashMap<StickyKey, StickyRow> = HashMap::new();
+    for item in items {
+        if let WriteItem::Exposure(ExposureWrite { row, sticky: Some(_) }) = item {
+            claims.entry((row.experiment_id, row.version, row.unit_hash.as_str())).or_insert_with(|| StickyRow {
+                experiment_id: row.experiment_id,
+                version: row.version,
+                unit_hash: row.unit_hash.clone(),
+                arm: row.arm.clone(),
+                propensity: row.propensity,
+                created_at: row.created_at,
+            });
+        }
+    }
+    let candidates: Vec<&StickyRow> = claims.values().collect();
     // Idempotency: the first occurrence of a key in the batch is a candidate; later ones
     // in the same batch are duplicates of it.
     let mut seen = HashSet::new();
     let candidate: Vec<bool> = items
         .iter()
         .map(|i| match i {
-            WriteItem::Reward(r) => seen.insert(r.idempotency_key.clone()),
+            WriteItem::Reward(r) => seen.insert(r.idempotency_key.as_str()),
             _ => false,
         })
         .collect();
-    let keys: Vec<String> = items
+    let keys: Vec<&str> = items
         .iter()
         .zip(&candidate)
         .filter_map(|(i, c)| match i {
-            WriteItem::Reward(r) if *c => Some(r.idempotency_key.clone()),
+            WriteItem::Reward(r) if *c => Some(r.idempotency_key.as_str()),
             _ => None,
         })
         .collect();
     let ts = now();
-    let new_keys: HashSet<String> = crate::db_run!(db, |conn| {
-        conn.transaction::<_, StoreError, _>(|conn| {
-            for chunk in exposures_rows.chunks(ROWS_PER_STATEMENT) {
-                diesel::insert_into(exposures::table).values(chunk).execute(conn)?;
+    let (stored, new_keys, exposures_out) = crate::db_run!(db, |conn| {
+        conn.write_transaction(|conn| {
+            // 1. Claims: insert the new ones; read back the units that already held an arm.
+            let mut stored: HashMap<(i64, i32, String), (String, f64)> = HashMap::new();
+            let mut lost: HashMap<(i64, i32), Vec<&str>> = HashMap::new();
+            let won = conn.claim_sticky(&candidates)?;
+            for c in &candidates {
+                let k = (c.experiment_id, c.version, c.unit_hash.clone());
+                if won.contains(&k) {
+                    stored.insert(k, (c.arm.clone(), c.propensity));
+                } else {
+                    lost.entry((c.experiment_id, c.version)).or_default().push(c.unit_hash.as_str());
+                }
             }
-            let mut fresh = HashSet::new();
-            for chunk in keys.chunks(ROWS_PER_STATEMENT) {
-                let rows: Vec<_> = chunk
-                    .iter()
-                    .map(|k| (reward_keys::idempotency_key.eq(k.as_str()), reward_keys::created_at.eq(ts)))
-                    .collect();
-                let inserted: Vec<String> = diesel::insert_into(reward_keys::table)
-                    .values(rows)
-                    .on_conflict_do_nothing()
-                    .returning(reward_keys::idempotency_key)
-                    .get_results(conn)?;
-                fresh.extend(inserted);
+            for ((experiment_id, version), units) in &lost {
+                for chunk in units.chunks(ROWS_PER_STATEMENT) {
+                    let rows: Vec<(String, String, f64)> = sticky_assignments::table
+                        .filter(sticky_assignments::experiment_id.eq(experiment_id))
+                        .filter(sticky_assignments::version.eq(version))
+                        .filter(sticky_assignments::unit_hash.eq_any(chunk))
+                        .select((
+                            sticky_assignments::unit_hash,
+                            sticky_assignments::arm,
+                            sticky_assignments::propensity,
+                        ))
+                        .load(conn)?;
+                    for (unit_hash, arm, propensity) in rows {
+                        stored.insert((*experiment_id, *version, unit_hash), (arm, propensity));
+                    }
+                }
             }
-            let reward_rows: Vec<RewardRow> = items
+            // 2. Exposures, with the stored arm where a claim was lost to an earlier one.
+            let mut patched: Vec<Option<ExposureRow>> = Vec::with_capacity(items.len());
+            for item in items {
+                patched.push(match item {
+                    WriteItem::Exposure(ExposureWrite { row, sticky: Some(claim) }) => {
+                        let held = stored.get(&(row.experiment_id, row.version, row.unit_hash.clone()));
+                        match held {
+                            Some((arm, p))
+                                if (*arm != row.arm || *p != row.propensity)
+                                    && claim.eligible.as_ref().is_none_or(|e| e.contains(arm)) =>
+                            {
+                                Some(ExposureRow { arm: arm.clone(), propensity: *p, ..row.clone() })
+                            }
+                            _ => None,
+                        }
+                    }
+                    _ => None,
+                });
+            }
+            let rows: Vec<&ExposureRow> = items
+                .iter()
+                .zip(&patched)
+                .filter_map(|(i, p)| match (i, p) {
+                    (_, Some(p)) => Some(p),
+                    (WriteItem::Exposure(e), None) => Some(&e.row),
+                    _ => None,
+                })
+                .collect();
+            conn.insert_exposures(&rows)?;
+            let exposures_out: Vec<Option<(String, f64)>> =
+                patched.iter().map(|p| p.as_ref().map(|r| (r.arm.clone(), r.propensity))).collect();
+            // 3. Rewards: claim each idempotency key; rows only for the keys that are new.
+            let fresh = conn.claim_keys(&keys, ts)?;
+            let reward_rows: Vec<&RewardRow> = items
                 .iter()
                 .zip(&candidate)
                 .filter_map(|(i, c)| match i {
-                    WriteItem::Reward(r) if *c && fresh.contains(&r.idempotency_key) => Some(r.rows.iter().cloned()),
+                    WriteItem::Reward(r) if *c && fresh.contains(&r.idempotency_key) => Some(r.rows.iter()),
                     _ => None,
                 })
                 .flatten()
                 .collect();
             for chunk in reward_rows.chunks(ROWS_PER_STATEMENT) {
-                diesel::insert_into(rewards::table).values(chunk).execute(conn)?;
+                diesel::insert_into(rewards::table).values(chunk.to_vec()).execute(conn)?;
             }
-            Ok(fresh)
+            Ok((stored, fresh, exposures_out))
         })
     })?;
     Ok(items
         .iter()
         .zip(&candidate)
-        .map(|(i, c)| match i {
-            WriteItem::Exposure(_) => WriteOutcome::Stored,
+        .zip(exposures_out)
+        .map(|((i, c), patched)| match i {
+            WriteItem::Exposure(e) => {
+                let (arm, propensity) = patched.unwrap_or_else(|| (e.row.arm.clone(), e.row.propensity));
+                let sticky = e
+                    .sticky
+                    .as_ref()
+                    .and_then(|_| stored.get(&(e.row.experiment_id, e.row.version, e.row.unit_hash.clone())).cloned());
+                WriteOutcome::Logged { arm, propensity, sticky }
+            }
             WriteItem::Reward(r) if *c && new_keys.contains(&r.idempotency_key) => WriteOutcome::Stored,
             WriteItem::Reward(_) => WriteOutcome::Duplicate,
         })

@@ -73,6 +73,74 @@ async fn a_sticky_unit_keeps_its_first_arm(backend: Backend) {
 }
 on_both_backends!(a_sticky_unit_keeps_its_first_arm);
 
+/// Sticky claims are resolved inside the log writer's group commit: first requests of one
+/// unit that race (on one server and on a second server over the same store, whose
+/// in-memory cache is empty) all get the one stored arm and its propensity, and every
+/// logged exposure carries it. A stored arm that the request excludes is not served; the
+/// request gets an eligible arm instead.
+async fn racing_first_requests_of_a_sticky_unit_agree(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let settings = crate::helpers::test_settings(&app.db_url);
+    let db = strategist::startup::open_store(&settings).unwrap();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let b = strategist::startup::Application::build_with(&settings, db, listener).unwrap();
+    let b_addr = format!("http://127.0.0.1:{}", b.port());
+    let b_stop = b.stop_flag();
+    actix_web::rt::spawn(b.run_until_stopped());
+    let mut def = definition("racing");
+    def["sticky"] = json!(true);
+    app.create_experiment(&def).await;
+    // Replica b polls the registry every 100 ms; wait until it serves the experiment.
+    let post_b = |body: serde_json::Value| {
+        let req = app
+            .client
+            .post(format!("{b_addr}/v1/assign"))
+            .insert_header(("Authorization", format!("Bearer {}", app.assign_key)));
+        async move {
+            let mut resp = req.send_json(&body).await.unwrap();
+            (resp.status().as_u16(), resp.json::<serde_json::Value>().await.unwrap())
+        }
+    };
+    for _ in 0..100 {
+        if post_b(json!({"experiment": "racing", "unit_id": "warm-up"})).await.0 == 200 {
+            break;
+        }
+        actix_web::rt::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    for u in 0..6 {
+        let unit = format!("racer-{u}");
+        let mut answers = Vec::new();
+        let on_a = futures_util::future::join_all(
+            (0..16)
+                .map(|r| app.assign(json!({"experiment": "racing", "unit_id": unit, "request_id": format!("a-{r}")}))),
+        );
+        let on_b = futures_util::future::join_all(
+            (0..16).map(|r| post_b(json!({"experiment": "racing", "unit_id": unit, "request_id": format!("b-{r}")}))),
+        );
+        let (ra, rb) = futures_util::future::join(on_a, on_b).await;
+        for (s, v) in ra.into_iter().chain(rb) {
+            assert_eq!(s, 200, "{v}");
+            assert_eq!(v["logged"], true, "{v}");
+            answers.push((v["arm"].as_str().unwrap().to_string(), v["propensity"].as_f64().unwrap()));
+        }
+        assert!(answers.iter().all(|a| *a == answers[0]), "unit {unit} got {answers:?}");
+        let hash = strategist::keys::pseudonymise(&app.state.unit_secret, &unit);
+        let since = chrono::Utc::now().naive_utc() - chrono::Duration::hours(1);
+        let rows = strategist::store::queries::unit_exposures(&app.db, &hash, since, None).unwrap();
+        assert_eq!(rows.len(), 32);
+        assert!(rows.iter().all(|r| (r.arm.clone(), r.propensity) == answers[0]), "stored rows differ: {rows:?}");
+        // Excluding the stored arm: another (eligible) arm is served and logged as drawn.
+        let others: Vec<&str> = ["a", "b", "c"].into_iter().filter(|k| *k != answers[0].0).collect();
+        let (s, v) = post_b(json!({"experiment": "racing", "unit_id": unit, "eligible_arms": others})).await;
+        assert_eq!(s, 200, "{v}");
+        assert!(others.contains(&v["arm"].as_str().unwrap()), "{v}");
+        let (_, again) = app.assign(json!({"experiment": "racing", "unit_id": unit})).await;
+        assert_eq!(again["arm"].as_str().unwrap(), answers[0].0, "the stored arm stays the unit's arm");
+    }
+    b_stop.store(true, std::sync::atomic::Ordering::Relaxed);
+}
+on_both_backends!(racing_first_requests_of_a_sticky_unit_agree);
+
 async fn targeting_admits_only_matching_contexts(backend: Backend) {
     let app = spawn_app(backend).await;
     let mut def = definition("winback");
