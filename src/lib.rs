@@ -5,6 +5,7 @@
 //! Rooms: `api` (HTTP), `experiment` (definitions, registry), `policy` (PMFs and learning,
 //! pure), `store` (diesel, log writer), `learner` (background updates), `cli`.
 
+pub mod analysis;
 pub mod api;
 pub mod app;
 pub mod cli;

@@ -108,7 +108,10 @@ impl Cell {
     fn conversions(&self) -> StatsResult<u64> {
         let c = self.sum.round();
         if !(self.sum.is_finite() && (self.sum - c).abs() <= 1e-6 && c >= 0.0 && c <= self.n as f64) {
-            return Err(StatsError::invalid("sum", format!("a conversion metric needs 0 <= sum <= n, got {}", self.sum)));
+            return Err(StatsError::invalid(
+                "sum",
+                format!("a conversion metric needs 0 <= sum <= n, got {}", self.sum),
+            ));
         }
         Ok(c as u64)
     }
@@ -122,7 +125,15 @@ impl Cell {
     }
 
     fn weighted(&self) -> StatsResult<WeightedStats> {
-        WeightedStats::from_parts(self.n, self.sum_w, self.sum_wy, self.sum_wy2, self.sum_w2, self.sum_w2y, self.sum_w2y2)
+        WeightedStats::from_parts(
+            self.n,
+            self.sum_w,
+            self.sum_wy,
+            self.sum_wy2,
+            self.sum_w2,
+            self.sum_w2y,
+            self.sum_w2y2,
+        )
     }
 
     fn cuped(&self) -> StatsResult<CupedStats> {
@@ -301,6 +312,12 @@ pub struct SequentialState {
     /// Looks taken so far.
     pub looks: u64,
     pub entries: Vec<SequentialEntry>,
+    /// Look at which SRM was first flagged. The flag is sticky: once the
+    /// logged allocation has contradicted the PMFs, promotion stays blocked
+    /// until a person has fixed the logging and cleared this field (a new
+    /// experiment version starts from an empty state).
+    #[serde(default)]
+    pub srm_flagged_at_look: Option<u64>,
 }
 
 /// One (metric, arm) entry of [`SequentialState`].
@@ -463,8 +480,13 @@ pub struct SrmResult {
     pub chi2: Option<f64>,
     pub p_value: Option<PValueOut>,
     pub threshold: f64,
-    /// p < threshold: promotion is blocked.
+    /// p < threshold at this look.
+    pub flagged_now: bool,
+    /// Flagged at this or an earlier look (sticky; see
+    /// [`SequentialState::srm_flagged_at_look`]): promotion is blocked.
     pub flagged: bool,
+    /// Look of the first flag.
+    pub flagged_since_look: Option<u64>,
     pub reason: Option<String>,
 }
 
@@ -498,7 +520,7 @@ pub struct GuardrailResult {
 
 /// State of the experiment's decision.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
-#[serde(tag = "state", rename_all = "snake_case")]
+#[serde(tag = "kind", rename_all = "snake_case")]
 pub enum DecisionState {
     /// Not enough evidence yet; see `missing`.
     Collecting,
@@ -518,7 +540,7 @@ pub enum DecisionState {
 
 /// What the analyzer recommends doing.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
-#[serde(tag = "action", rename_all = "snake_case")]
+#[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Action {
     /// Keep the experiment running.
     Continue,
@@ -802,7 +824,7 @@ pub fn analyze(input: &AnalysisInput, prior: Option<&SequentialState>) -> Result
     let primary = input.metrics.iter().position(|m| m.role == MetricRole::Primary).unwrap_or(0); // checked
     let empty_state = SequentialState::default();
     let prior = prior.unwrap_or(&empty_state);
-    let mut state = SequentialState { looks: prior.looks + 1, entries: Vec::new() };
+    let mut state = SequentialState { looks: prior.looks + 1, entries: Vec::new(), srm_flagged_at_look: None };
     let mut metrics = Vec::with_capacity(input.metrics.len());
     let mut guardrails = Vec::new();
     let mut primary_cmp: Vec<Option<Comparison>> = vec![None; k];
@@ -816,9 +838,7 @@ pub fn analyze(input: &AnalysisInput, prior: Option<&SequentialState>) -> Result
         let mut periods_used = 0;
         let arm_est: Vec<ArmEst> = (0..k)
             .map(|a| match work.estimator {
-                Estimator::Snipw => {
-                    ArmEst { est: work.weighted[a].clone().and_then(|w| snipw_mean(&w)), beta: None }
-                }
+                Estimator::Snipw => ArmEst { est: work.weighted[a].clone().and_then(|w| snipw_mean(&w)), beta: None },
                 _ => {
                     let (est, used) = stratified_over(&work, a, &all_arms);
                     periods_used = periods_used.max(used);
@@ -1055,7 +1075,10 @@ pub fn analyze(input: &AnalysisInput, prior: Option<&SequentialState>) -> Result
         });
     }
 
-    let srm = srm_check(input);
+    let mut srm = srm_check(input);
+    state.srm_flagged_at_look = prior.srm_flagged_at_look.or(srm.flagged_now.then_some(state.looks));
+    srm.flagged_since_look = state.srm_flagged_at_look;
+    srm.flagged = state.srm_flagged_at_look.is_some();
     let decision = decide(input, ctrl, primary, &metrics, &guardrails, &srm, &primary_cmp, &primary_holm, primary_best);
     Ok(Analysis {
         control: input.control.clone(),
@@ -1127,7 +1150,9 @@ fn srm_check(input: &AnalysisInput) -> SrmResult {
             observed,
             expected,
             chi2: Some(t.chi2),
+            flagged_now: t.p_value.p < threshold,
             flagged: t.p_value.p < threshold,
+            flagged_since_look: None,
             p_value: Some(PValueOut::from(t.p_value)),
             threshold,
             reason: None,
@@ -1139,7 +1164,9 @@ fn srm_check(input: &AnalysisInput) -> SrmResult {
             p_value: None,
             threshold,
             // An arm that was drawn although its expected count is zero is a mismatch.
+            flagged_now: e.reason() == Reason::ZeroExpectedCount,
             flagged: e.reason() == Reason::ZeroExpectedCount,
+            flagged_since_look: None,
             reason: Some(code(&e)),
         },
     }
@@ -1235,9 +1262,8 @@ fn decide(
         .collect();
     let mature = |a: usize| pm.arms[a].exposures_mature;
     let min_ok = |a: usize| mature(a) >= cfg.min_sample_per_arm && mature(ctrl) >= cfg.min_sample_per_arm;
-    let breach_of = |a: usize| {
-        guardrails.iter().find(|g| g.arm == input.arms[a] && g.status == GuardrailStatus::Breached).cloned()
-    };
+    let breach_of =
+        |a: usize| guardrails.iter().find(|g| g.arm == input.arms[a] && g.status == GuardrailStatus::Breached).cloned();
     let srm_ok = srm.p_value.is_some() && !srm.flagged;
     let candidate = best.filter(|b| cleared.contains(b));
     let checks = DecisionChecks {
@@ -1268,7 +1294,8 @@ fn decide(
     if srm.flagged {
         let p = srm.p_value.map(|p| format!("{:.2e}", p.p)).unwrap_or_else(|| "n/a".into());
         reasons.push(format!(
-            "sample-ratio mismatch: observed {:?} vs expected {:?} exposures (p = {p} < {}); fix exposure logging",
+            "sample-ratio mismatch flagged at look {}: observed {:?} vs expected {:?} exposures (now p = {p}, threshold {}); fix exposure logging, then clear the flag",
+            srm.flagged_since_look.map(|l| l.to_string()).unwrap_or_else(|| "?".into()),
             srm.observed,
             srm.expected.iter().map(|e| e.round() as u64).collect::<Vec<_>>(),
             srm.threshold
@@ -1290,11 +1317,7 @@ fn decide(
     }
     // Projection for the leading treatment arm when nothing has cleared yet.
     if candidate.is_none() {
-        let leader = treat
-            .iter()
-            .copied()
-            .filter_map(|t| point(t).map(|d| (t, d)))
-            .max_by(|x, y| x.1.total_cmp(&y.1));
+        let leader = treat.iter().copied().filter_map(|t| point(t).map(|d| (t, d))).max_by(|x, y| x.1.total_cmp(&y.1));
         match leader {
             Some((t, d)) if d > 0.0 && !cleared.contains(&t) => {
                 if let Some(c) = &cmps[t] {
@@ -1315,8 +1338,9 @@ fn decide(
                             SampleBasis::AlwaysValid => "for the always-valid test to clear",
                             SampleBasis::FixedHorizonLowerBound => "(fixed-horizon lower bound)",
                         };
+                        let rel = c.rel.as_ref().map(|r| format!(", {:+.1}% relative", 100.0 * r.point)).unwrap_or_default();
                         missing.push(format!(
-                            "arm `{}` needs ~{} more mature exposures per arm at the current effect size ({:+.3}) {basis_text}",
+                            "arm `{}` needs ~{} more mature exposures per arm at the current effect size ({:+.4} absolute{rel}) {basis_text}",
                             name(t),
                             thousands(round2(extra)),
                             d
@@ -1347,11 +1371,7 @@ fn decide(
     });
     let futile = cfg.mde.is_some_and(|mde| {
         treat.iter().all(|&t| {
-            pm.arms[t]
-                .uplift_relative
-                .as_ref()
-                .and_then(|u| u.always_valid_interval)
-                .is_some_and(|i| i.upper < mde)
+            pm.arms[t].uplift_relative.as_ref().and_then(|u| u.always_valid_interval).is_some_and(|i| i.upper < mde)
         })
     });
 
@@ -1370,12 +1390,12 @@ fn decide(
     } else if let Some(w) = candidate.filter(|&w| min_ok(w) && srm_ok) {
         let p = holm_adj[w].unwrap_or(1.0);
         reasons.push(format!(
-            "arm `{}` beats control on `{}`: Holm-adjusted always-valid p = {:.2e} <= {}, best by posterior expected value (P(best) = {:.3}), minimum sample reached, no guardrail breached, SRM passed",
+            "arm `{}` beats control on `{}`: Holm-adjusted always-valid p = {:.2e} <= {}, best by posterior expected value (P(best) = {}), minimum sample reached, no guardrail breached, SRM passed",
             name(w),
             pm.metric,
             p,
             cfg.alpha,
-            pm.arms[w].prob_best.unwrap_or(f64::NAN)
+            pm.arms[w].prob_best.map(|b| format!("{b:.3}")).unwrap_or_else(|| "n/a".into())
         ));
         let arm_share = 1.0 - cfg.holdout;
         let action = if cfg.auto_promote {
@@ -1477,7 +1497,10 @@ mod tests {
             periods: vec![7],
             cells: vec![arms.iter().map(|&(n, c)| vec![conv_cell(n, c, p)]).collect()],
             immature: vec![],
-            allocation: vec![arms.iter().map(|&(n, _)| AllocationCell { observed: n, expected: total as f64 * p }).collect()],
+            allocation: vec![arms
+                .iter()
+                .map(|&(n, _)| AllocationCell { observed: n, expected: total as f64 * p })
+                .collect()],
             contextual: false,
             config: AnalysisConfig::default(),
         }
@@ -1567,7 +1590,11 @@ mod tests {
         let a = run(&input);
         assert_eq!(a.decision.state, DecisionState::Collecting);
         assert!(!a.decision.checks.min_sample_reached);
-        assert!(a.decision.missing.iter().any(|m| m.contains("of the 5,000 mature exposures")), "{:?}", a.decision.missing);
+        assert!(
+            a.decision.missing.iter().any(|m| m.contains("of the 5,000 mature exposures")),
+            "{:?}",
+            a.decision.missing
+        );
     }
 
     #[test]
@@ -1577,10 +1604,17 @@ mod tests {
         input.allocation[0][0].expected = 24_000.0;
         input.allocation[0][1].expected = 16_000.0;
         let a = run(&input);
-        assert!(a.srm.flagged && a.srm.p_value.unwrap().p < 1e-3);
+        assert!(a.srm.flagged && a.srm.flagged_now && a.srm.p_value.unwrap().p < 1e-3);
+        assert_eq!(a.srm.flagged_since_look, Some(1));
         assert_eq!(a.decision.state, DecisionState::BlockedSrm);
         assert_eq!(a.decision.action, Action::InvestigateSrm);
         assert!(!a.decision.checks.srm_ok);
+        // The flag is sticky: a later look whose counts look fine stays blocked.
+        let healthy = one_period(&[(20_000, 600), (20_000, 800)]);
+        let later = analyze(&healthy, Some(&a.sequential_state)).unwrap();
+        assert!(!later.srm.flagged_now && later.srm.flagged);
+        assert_eq!(later.decision.state, DecisionState::BlockedSrm);
+        assert_eq!(run(&healthy).decision.state, DecisionState::ReadyToPromote { arm: "t1".into() });
     }
 
     #[test]
@@ -1664,8 +1698,9 @@ mod tests {
     #[test]
     fn cuped_is_used_when_the_covariate_has_variance() {
         let mut input = one_period(&[(1, 0), (1, 0)]);
-        input.metrics = vec![MetricInput { has_covariate: true, ..metric("revenue", MetricKind::Continuous, MetricRole::Primary) }];
-        let mut cells = vec![Cell::default(), Cell::default()];
+        input.metrics =
+            vec![MetricInput { has_covariate: true, ..metric("revenue", MetricKind::Continuous, MetricRole::Primary) }];
+        let mut cells = [Cell::default(), Cell::default()];
         for i in 0..2_000 {
             let x = (i % 13) as f64;
             let noise = if i % 2 == 0 { 0.5 } else { -0.5 };
@@ -1787,7 +1822,11 @@ mod tests {
         let needed = a.decision.needed.clone().unwrap();
         assert_eq!(needed.basis, SampleBasis::AlwaysValid);
         assert!(needed.additional_per_arm > 10_000 && needed.total_per_arm > 20_000, "{needed:?}");
-        assert!(a.decision.missing.iter().any(|m| m.contains("more mature exposures per arm at the current effect size")));
+        assert!(a
+            .decision
+            .missing
+            .iter()
+            .any(|m| m.contains("more mature exposures per arm at the current effect size")));
         // The projection is conservative relative to the fixed-horizon n at 50% power.
         let fixed = fixed_horizon_sample_size(0.03 * 0.97, 0.033 * 0.967, 0.003, 0.05, 0.5).unwrap();
         assert!(needed.total_per_arm as f64 > fixed);

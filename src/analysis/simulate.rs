@@ -263,7 +263,12 @@ impl AaConfig {
     pub fn new(replications: usize, seed: u64) -> Self {
         AaConfig {
             run: Run { replications, seed, threads: 1 },
-            traffic: Traffic { days: 14.0, tick_minutes: 5.0, exposures_per_day_per_arm: 3_000.0, conversion_rate: 0.03 },
+            traffic: Traffic {
+                days: 14.0,
+                tick_minutes: 5.0,
+                exposures_per_day_per_arm: 3_000.0,
+                conversion_rate: 0.03,
+            },
             analysis: AnalysisConfig::default(),
         }
     }
@@ -292,6 +297,9 @@ pub struct AaReport {
     /// Share significant (fixed-horizon) at the last look only: the one
     /// planned look, ≈ alpha.
     pub fixed_horizon_final_look_rate: f64,
+    /// Share in which the SRM check flagged at some look although nothing
+    /// was wrong (the price of checking SRM at every look).
+    pub srm_false_flag_rate: f64,
     /// Mean exposures per arm at the end.
     pub mean_exposures_per_arm: f64,
     /// false_promotion_rate ≤ alpha + 2 standard errors.
@@ -304,6 +312,7 @@ struct AaRep {
     av_sig: bool,
     naive_sig: bool,
     final_sig: bool,
+    srm_flag: bool,
     exposures: f64,
 }
 
@@ -316,7 +325,15 @@ pub fn aa(cfg: &AaConfig) -> Result<AaReport, SimulationError> {
         let mut rng = StdRng::seed_from_u64(replication_seed(cfg.run.seed, 1, r));
         let mut input = two_arm_input(cfg.analysis.clone());
         let mut state: Option<SequentialState> = None;
-        let mut out = AaRep { promoted: false, naive: false, av_sig: false, naive_sig: false, final_sig: false, exposures: 0.0 };
+        let mut out = AaRep {
+            promoted: false,
+            naive: false,
+            av_sig: false,
+            naive_sig: false,
+            final_sig: false,
+            srm_flag: false,
+            exposures: 0.0,
+        };
         let lambda = cfg.traffic.per_tick_total();
         let p = cfg.traffic.conversion_rate;
         for tick in 0..ticks {
@@ -332,9 +349,11 @@ pub fn aa(cfg: &AaConfig) -> Result<AaReport, SimulationError> {
             out.av_sig |= row.p_holm_adjusted.is_some_and(|p| p <= alpha);
             let fh = row.p_fixed_horizon.is_some_and(|p| p.p < alpha);
             out.naive_sig |= fh;
+            out.srm_flag |= a.srm.flagged_now;
             if tick + 1 == ticks {
                 out.final_sig = fh;
-                out.exposures = 0.5 * (a.metrics[0].arms[0].exposures_mature + a.metrics[0].arms[1].exposures_mature) as f64;
+                out.exposures =
+                    0.5 * (a.metrics[0].arms[0].exposures_mature + a.metrics[0].arms[1].exposures_mature) as f64;
             }
             state = Some(a.sequential_state);
         }
@@ -356,6 +375,7 @@ pub fn aa(cfg: &AaConfig) -> Result<AaReport, SimulationError> {
         always_valid_ever_significant_rate: rate(count(|r| r.av_sig), n),
         naive_ever_significant_rate: rate(count(|r| r.naive_sig), n),
         fixed_horizon_final_look_rate: rate(count(|r| r.final_sig), n),
+        srm_false_flag_rate: rate(count(|r| r.srm_flag), n),
         mean_exposures_per_arm: reps.iter().map(|r| r.exposures).sum::<f64>() / n.max(1) as f64,
         within_alpha: fpr <= alpha + 2.0 * share_se(alpha, n),
     })
@@ -567,14 +587,17 @@ pub struct EstimatorSpread {
 fn spread(values: &[f64], truth: f64) -> EstimatorSpread {
     let n = values.len().max(1) as f64;
     let mean = values.iter().sum::<f64>() / n;
-    let var = if values.len() > 1 {
-        values.iter().map(|v| (v - mean) * (v - mean)).sum::<f64>() / (n - 1.0)
-    } else {
-        0.0
-    };
+    let var =
+        if values.len() > 1 { values.iter().map(|v| (v - mean) * (v - mean)).sum::<f64>() / (n - 1.0) } else { 0.0 };
     let sd = var.sqrt();
     let se = sd / n.sqrt();
-    EstimatorSpread { mean, sd, bias: mean - truth, bias_se: se, bias_z: if se > 0.0 { (mean - truth) / se } else { 0.0 } }
+    EstimatorSpread {
+        mean,
+        sd,
+        bias: mean - truth,
+        bias_se: se,
+        bias_z: if se > 0.0 { (mean - truth) / se } else { 0.0 },
+    }
 }
 
 /// Drift figures (absolute uplift, treatment minus control).
@@ -615,7 +638,7 @@ pub fn drift(cfg: &DriftConfig) -> Result<DriftReport, SimulationError> {
     if !(hi < 1.0 && cfg.traffic.conversion_rate * (1.0 - cfg.amplitude) + cfg.effect.min(0.0) > 0.0) {
         return Err(invalid("effect", "rates must stay in (0, 1)"));
     }
-    if !(cfg.refit_hours > 0.0) {
+    if !(cfg.refit_hours > 0.0 && cfg.refit_hours.is_finite()) {
         return Err(invalid("refit_hours", "must be positive"));
     }
     let ticks = cfg.traffic.ticks();
@@ -661,7 +684,8 @@ pub fn drift(cfg: &DriftConfig) -> Result<DriftReport, SimulationError> {
         let a = analyze(&input, None)?;
         let row = &a.metrics[0].arms[1];
         let up = row.uplift_absolute.as_ref();
-        let stratified = up.and_then(|u| u.point).ok_or_else(|| invalid("drift", "stratified estimate not computable"))?;
+        let stratified =
+            up.and_then(|u| u.point).ok_or_else(|| invalid("drift", "stratified estimate not computable"))?;
         let naive = feedback[1].sum / feedback[1].n as f64 - feedback[0].sum / feedback[0].n as f64;
         let truth = cfg.effect;
         Ok(DriftRep {
@@ -730,14 +754,19 @@ pub struct SrmReport {
     pub config: SrmConfig,
     /// Share of replications flagged at the last look.
     pub flagged_rate: f64,
-    /// Share flagged at some look.
+    /// Share flagged at some look (the flag is sticky, so this equals
+    /// `flagged_rate`).
     pub ever_flagged_rate: f64,
     /// Median logged exposures per arm at the first flag.
     pub median_exposures_per_arm_at_first_flag: Option<f64>,
     /// Median simulated days to the first flag.
     pub median_days_to_first_flag: Option<f64>,
-    /// Share that ever reached `ready_to_promote` (must be ~0).
+    /// Share that ever reached `ready_to_promote` (must be ~0; a promotion
+    /// can only happen before the mismatch is detectable, at the A/A rate).
     pub promoted_rate: f64,
+    /// Share that reached `ready_to_promote` at a look after the first flag
+    /// (must be 0: a flag blocks promotion).
+    pub promoted_after_first_flag_rate: f64,
     /// Share in which every promotion condition but SRM held at some look:
     /// what the bug would have promoted without the SRM check.
     pub would_promote_without_srm_rate: f64,
@@ -749,6 +778,7 @@ struct SrmRep {
     flagged_end: bool,
     first_flag: Option<(f64, f64)>,
     promoted: bool,
+    promoted_after_flag: bool,
     would: bool,
     rel: f64,
 }
@@ -767,7 +797,14 @@ pub fn srm(cfg: &SrmConfig) -> Result<SrmReport, SimulationError> {
         let mut rng = StdRng::seed_from_u64(replication_seed(cfg.run.seed, 4, r));
         let mut input = two_arm_input(cfg.analysis.clone());
         let mut state: Option<SequentialState> = None;
-        let mut out = SrmRep { flagged_end: false, first_flag: None, promoted: false, would: false, rel: 0.0 };
+        let mut out = SrmRep {
+            flagged_end: false,
+            first_flag: None,
+            promoted: false,
+            promoted_after_flag: false,
+            would: false,
+            rel: 0.0,
+        };
         for tick in 0..ticks {
             let total = poisson(&mut rng, lambda);
             let n0 = binomial(&mut rng, total, 0.5);
@@ -788,11 +825,13 @@ pub fn srm(cfg: &SrmConfig) -> Result<SrmReport, SimulationError> {
             add_tick(&mut input, 0, n, [c[0], c1.min(n[1])], [0.5, 0.5]);
             let a = analyze(&input, state.as_ref())?;
             let ch = &a.decision.checks;
-            if a.srm.flagged && out.first_flag.is_none() {
+            if a.srm.flagged_now && out.first_flag.is_none() {
                 let e = 0.5 * (a.srm.observed[0] + a.srm.observed[1]) as f64;
                 out.first_flag = Some((e, (tick + 1) as f64 / per_day));
             }
-            out.promoted |= matches!(a.decision.state, DecisionState::ReadyToPromote { .. });
+            let promoted = matches!(a.decision.state, DecisionState::ReadyToPromote { .. });
+            out.promoted |= promoted;
+            out.promoted_after_flag |= promoted && out.first_flag.is_some();
             out.would |= ch.best_arm.as_ref().is_some_and(|b| ch.cleared_arms.contains(b))
                 && ch.min_sample_reached
                 && ch.guardrails_ok;
@@ -816,7 +855,93 @@ pub fn srm(cfg: &SrmConfig) -> Result<SrmReport, SimulationError> {
         median_exposures_per_arm_at_first_flag: quantile(&first, 0.5),
         median_days_to_first_flag: quantile(&days, 0.5),
         promoted_rate: rate(reps.iter().filter(|r| r.promoted).count(), n),
+        promoted_after_first_flag_rate: rate(reps.iter().filter(|r| r.promoted_after_flag).count(), n),
         would_promote_without_srm_rate: rate(reps.iter().filter(|r| r.would).count(), n),
         mean_observed_relative_uplift: reps.iter().map(|r| r.rel).sum::<f64>() / n.max(1) as f64,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn aa_promotes_at_most_alpha_while_naive_peeking_promotes_far_more() {
+        // 60 replications x 576 looks (two days at 3,000 exposures per day and arm).
+        let mut cfg = AaConfig::new(60, 11);
+        cfg.traffic.days = 2.0;
+        let r = aa(&cfg).unwrap();
+        assert_eq!(r.looks_per_replication, 576);
+        // Monte Carlo error at 60 replications: sd of a 5% share ≈ 2.8%.
+        assert!(r.false_promotion_rate <= 0.05 + 2.0 * share_se(0.05, 60), "{r:?}");
+        assert!(r.naive_ever_significant_rate > 0.15, "{r:?}");
+        assert!(r.naive_peeking_false_promotion_rate > r.false_promotion_rate, "{r:?}");
+        assert!(r.within_alpha);
+    }
+
+    #[test]
+    fn power_promotes_a_real_lift() {
+        // A +20% lift on 3% (fixed-horizon n ≈ 14,000 per arm) over 3 days of
+        // 30,000 exposures per day and arm.
+        let mut cfg = PowerConfig::new(12, 5);
+        cfg.lift = 0.2;
+        cfg.traffic.days = 3.0;
+        let r = power(&cfg).unwrap();
+        assert!((r.fixed_horizon_n_per_arm - 13_911.0).abs() < 200.0, "{}", r.fixed_horizon_n_per_arm);
+        assert!(r.promoted_rate >= 0.75, "{r:?}");
+        assert_eq!(r.wrong_decision_rate, 0.0);
+        let ratio = r.median_ratio_to_fixed_horizon.unwrap();
+        assert!(ratio > 0.3 && ratio < 4.0, "{ratio}");
+    }
+
+    #[test]
+    fn under_drift_and_thompson_sampling_the_pooled_estimate_is_biased_and_the_stratified_one_is_not() {
+        // 8 replications, Thompson re-fitted every 12 hours (each re-fit costs
+        // 10,000 posterior draws, the policy's minimum).
+        let mut cfg = DriftConfig::new(8, 3);
+        cfg.refit_hours = 12.0;
+        let r = drift(&cfg).unwrap();
+        assert_eq!(r.periods, 14);
+        assert!(r.mean_treatment_share > 0.6, "Thompson shifted traffic: {r:?}");
+        assert!(r.naive_pooled.bias_z > 4.0, "{:?}", r.naive_pooled);
+        assert!(r.stratified.bias_z.abs() < 3.0, "{:?}", r.stratified);
+        assert!(r.naive_pooled.bias.abs() > 3.0 * r.stratified.bias.abs());
+    }
+
+    #[test]
+    fn a_logging_bug_is_flagged_and_never_promoted() {
+        // 5 days at 20,000 exposures per day and arm: the expected chi-square
+        // is ~45 against a threshold of 10.8, so a miss has probability ~1e-4.
+        let mut cfg = SrmConfig::new(6, 9);
+        cfg.traffic.days = 5.0;
+        let r = srm(&cfg).unwrap();
+        assert_eq!(r.ever_flagged_rate, 1.0, "{r:?}");
+        assert_eq!(r.promoted_after_first_flag_rate, 0.0);
+        assert_eq!(r.promoted_rate, 0.0);
+        assert!(r.mean_observed_relative_uplift > 0.0);
+    }
+
+    #[test]
+    fn reports_depend_on_the_seed_only_not_on_threads() {
+        let mut cfg = AaConfig::new(6, 2);
+        cfg.traffic.days = 0.5;
+        let one = aa(&cfg).unwrap();
+        cfg.run.threads = 3;
+        let three = aa(&cfg).unwrap();
+        assert_eq!(serde_json::to_string(&one).unwrap(), serde_json::to_string(&three).unwrap());
+        cfg.run.seed = 3;
+        let other = aa(&cfg).unwrap();
+        assert_eq!(other.looks_per_replication, one.looks_per_replication);
+        assert_ne!(replication_seed(2, 1, 0), replication_seed(3, 1, 0));
+    }
+
+    #[test]
+    fn bad_parameters_are_rejected() {
+        let mut cfg = AaConfig::new(1, 1);
+        cfg.traffic.conversion_rate = 1.5;
+        assert!(aa(&cfg).is_err());
+        let mut cfg = SrmConfig::new(1, 1);
+        cfg.drop_share = 1.0;
+        assert!(srm(&cfg).is_err());
+    }
 }

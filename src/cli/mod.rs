@@ -1,6 +1,7 @@
 //! The `strategist` command line: serve, migrate, experiments, keys, demo.
 
 pub mod demo;
+pub mod simulate;
 
 use std::path::PathBuf;
 
@@ -48,6 +49,8 @@ pub enum Command {
     },
     /// Off-policy evaluation of a target policy on logged bandit feedback.
     Ope(crate::ope::cli::OpeArgs),
+    /// Trustworthiness simulations of the analyzer: aa, power, drift, srm.
+    Simulate(simulate::SimulateArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -126,6 +129,7 @@ pub fn run() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Ope(args) => crate::ope::cli::run(&args),
+        Command::Simulate(args) => simulate::run(&args),
     }
 }
 

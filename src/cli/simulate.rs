@@ -80,7 +80,7 @@ pub fn run(args: &SimulateArgs) -> anyhow::Result<()> {
                 pct(r.naive_peeking_false_promotion_rate),
                 pct(r.fixed_horizon_final_look_rate)
             );
-            (serde_json::to_value(&r)?, text)
+            (serde_json::to_string_pretty(&r)?, text)
         }
         Scenario::Power => {
             let mut cfg = PowerConfig::new(args.replications.unwrap_or(200), args.seed);
@@ -98,7 +98,7 @@ pub fn run(args: &SimulateArgs) -> anyhow::Result<()> {
                 r.alpha,
                 cfg.power
             );
-            (serde_json::to_value(&r)?, text)
+            (serde_json::to_string_pretty(&r)?, text)
         }
         Scenario::Drift => {
             let mut cfg = DriftConfig::new(args.replications.unwrap_or(200), args.seed);
@@ -117,7 +117,7 @@ pub fn run(args: &SimulateArgs) -> anyhow::Result<()> {
                 r.stratified.bias,
                 r.stratified.bias_z
             );
-            (serde_json::to_value(&r)?, text)
+            (serde_json::to_string_pretty(&r)?, text)
         }
         Scenario::Srm => {
             let mut cfg = SrmConfig::new(args.replications.unwrap_or(200), args.seed);
@@ -125,19 +125,20 @@ pub fn run(args: &SimulateArgs) -> anyhow::Result<()> {
             apply(&mut cfg.traffic, args);
             let r = simulate::srm(&cfg).context("SRM simulation")?;
             let text = format!(
-                "SRM, {} replications: flagged {} (median after {} days); promoted {}; \
+                "SRM, {} replications: flagged {} (median after {} days); promoted {} ({} after the first flag); \
                  would have promoted without the SRM check {}",
                 cfg.run.replications,
                 pct(r.ever_flagged_rate),
                 r.median_days_to_first_flag.map(|d| format!("{d:.1}")).unwrap_or_else(|| "n/a".into()),
                 pct(r.promoted_rate),
+                pct(r.promoted_after_first_flag_rate),
                 pct(r.would_promote_without_srm_rate)
             );
-            (serde_json::to_value(&r)?, text)
+            (serde_json::to_string_pretty(&r)?, text)
         }
     };
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&json)?);
+        println!("{json}");
     } else {
         println!("{text}");
     }

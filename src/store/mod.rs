@@ -4,6 +4,7 @@
 //! from the URL scheme here, not by diesel's `MultiConnection`, so a failed connection
 //! reports the driver's own message.
 
+pub mod analysis;
 pub mod models;
 pub mod partitions;
 pub mod queries;

@@ -161,6 +161,19 @@ diesel::table! {
 }
 
 diesel::table! {
+    arm_covariate_stats (experiment_id, version, arm, metric, period) {
+        experiment_id -> BigInt,
+        version -> Integer,
+        arm -> Text,
+        metric -> Text,
+        period -> BigInt,
+        sum_x -> Double,
+        sum_x_sq -> Double,
+        sum_xy -> Double,
+    }
+}
+
+diesel::table! {
     allocation_stats (experiment_id, version, period, arm) {
         experiment_id -> BigInt,
         version -> Integer,

@@ -1,0 +1,14 @@
+-- CUPED: per (experiment, version, arm, metric, period), the moments of a pre-exposure
+-- covariate x (the unit's total of the experiment's covariate metric in the 30 days before
+-- the exposure) and its cross-product with the outcome y, beside arm_stats (same key).
+CREATE TABLE arm_covariate_stats (
+    experiment_id BIGINT NOT NULL,
+    version INTEGER NOT NULL,
+    arm TEXT NOT NULL,
+    metric TEXT NOT NULL,
+    period BIGINT NOT NULL,
+    sum_x DOUBLE PRECISION NOT NULL,
+    sum_x_sq DOUBLE PRECISION NOT NULL,
+    sum_xy DOUBLE PRECISION NOT NULL,
+    PRIMARY KEY (experiment_id, version, arm, metric, period)
+);

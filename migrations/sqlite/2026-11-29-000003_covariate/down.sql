@@ -1,0 +1,1 @@
+DROP TABLE arm_covariate_stats;
