@@ -26,6 +26,9 @@ pub struct Settings {
     pub writer_batch_wait: String,
     pub max_body_bytes: usize,
     pub run_learner: bool,
+    pub analyzer_interval: String,
+    pub analyzer_margin: String,
+    pub run_analyzer: bool,
     pub log_json: bool,
 }
 
@@ -43,6 +46,9 @@ impl Default for Settings {
             writer_batch_wait: "0ms".into(),
             max_body_bytes: 256 * 1024,
             run_learner: true,
+            analyzer_interval: "5m".into(),
+            analyzer_margin: "30s".into(),
+            run_analyzer: true,
             log_json: false,
         }
     }
@@ -87,6 +93,16 @@ pub struct SettingsArgs {
     /// Run the background learner in this process (true/false) [default: true].
     #[arg(long, env = "STRATEGIST_RUN_LEARNER")]
     pub run_learner: Option<bool>,
+    /// How often the analyzer re-estimates every experiment, e.g. 5m [default: 5m].
+    #[arg(long, env = "STRATEGIST_ANALYZER_INTERVAL")]
+    pub analyzer_interval: Option<String>,
+    /// Time given to rewards to commit after an attribution window closes, before the
+    /// exposure enters the decision statistics [default: 30s].
+    #[arg(long, env = "STRATEGIST_ANALYZER_MARGIN")]
+    pub analyzer_margin: Option<String>,
+    /// Run the background analyzer in this process (true/false) [default: true].
+    #[arg(long, env = "STRATEGIST_RUN_ANALYZER")]
+    pub run_analyzer: Option<bool>,
     /// Log as JSON lines [default: false].
     #[arg(long, env = "STRATEGIST_LOG_JSON")]
     pub log_json: Option<bool>,
@@ -129,6 +145,9 @@ impl Settings {
             writer_batch_wait,
             max_body_bytes,
             run_learner,
+            analyzer_interval,
+            analyzer_margin,
+            run_analyzer,
             log_json
         );
         s.check()?;
@@ -140,6 +159,8 @@ impl Settings {
             ("learner_interval", &self.learner_interval),
             ("refresh_interval", &self.refresh_interval),
             ("writer_batch_wait", &self.writer_batch_wait),
+            ("analyzer_interval", &self.analyzer_interval),
+            ("analyzer_margin", &self.analyzer_margin),
         ] {
             parse_duration(v).map_err(|reason| ConfigError::Invalid { field, reason })?;
         }
@@ -154,6 +175,14 @@ impl Settings {
 
     pub fn learner_every(&self) -> Duration {
         parse_duration(&self.learner_interval).unwrap_or(Duration::from_secs(30))
+    }
+
+    pub fn analyzer_every(&self) -> Duration {
+        parse_duration(&self.analyzer_interval).unwrap_or(Duration::from_secs(300))
+    }
+
+    pub fn analyzer_margin(&self) -> Duration {
+        parse_duration(&self.analyzer_margin).unwrap_or(Duration::from_secs(30))
     }
 
     pub fn refresh_every(&self) -> Duration {

@@ -81,7 +81,16 @@ impl Application {
         let mut threads = vec![writer_thread];
         threads.push(spawn_refresher(state.clone().into_inner(), settings.refresh_every(), stop.clone()));
         if settings.run_learner {
-            threads.push(crate::learner::spawn(db, metrics, settings.learner_every(), stop.clone()));
+            threads.push(crate::learner::spawn(db.clone(), metrics.clone(), settings.learner_every(), stop.clone()));
+        }
+        if settings.run_analyzer {
+            threads.push(crate::analysis::job::spawn(
+                db,
+                metrics,
+                settings.analyzer_every(),
+                settings.analyzer_margin(),
+                stop.clone(),
+            ));
         }
         let data = state.clone();
         let max_body = settings.max_body_bytes;

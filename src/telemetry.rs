@@ -17,6 +17,7 @@ pub struct Metrics {
     pub writer_commit_seconds: Histogram,
     pub writer_queue_depth: IntGauge,
     pub learner_last_run: IntGauge,
+    pub analyzer_last_run: IntGauge,
     pub learner_snapshots: IntCounterVec,
     pub db_up: IntGauge,
     pub policy_version: prometheus::IntGaugeVec,
@@ -73,6 +74,10 @@ impl Metrics {
             "strategist_learner_last_run_timestamp_seconds",
             "Unix time of the learner's last completed run (0 = never in this process)",
         ));
+        let analyzer_last_run = must(IntGauge::new(
+            "strategist_analyzer_last_run_timestamp_seconds",
+            "Unix time of the analyzer's last completed run (0 = never in this process)",
+        ));
         let learner_snapshots = must(IntCounterVec::new(
             Opts::new("strategist_learner_snapshots_total", "Policy snapshots written by the learner"),
             &["experiment"],
@@ -93,6 +98,7 @@ impl Metrics {
             Box::new(writer_commit_seconds.clone()),
             Box::new(writer_queue_depth.clone()),
             Box::new(learner_last_run.clone()),
+            Box::new(analyzer_last_run.clone()),
             Box::new(learner_snapshots.clone()),
             Box::new(db_up.clone()),
             Box::new(policy_version.clone()),
@@ -111,6 +117,7 @@ impl Metrics {
             writer_commit_seconds,
             writer_queue_depth,
             learner_last_run,
+            analyzer_last_run,
             learner_snapshots,
             db_up,
             policy_version,

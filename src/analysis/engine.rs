@@ -252,6 +252,11 @@ pub struct AnalysisConfig {
     /// Seed of those draws (reported, so results are reproducible).
     /// Default 0.
     pub seed: u64,
+    /// CUPED covariate: the name of a reward metric (of any experiment) whose total
+    /// for the unit in the 30 days before each exposure is the pre-exposure
+    /// covariate, e.g. "revenue". Read by the store's fold, not by the engine.
+    /// Default none (no CUPED).
+    pub covariate: Option<String>,
 }
 
 impl Default for AnalysisConfig {
@@ -267,6 +272,7 @@ impl Default for AnalysisConfig {
             srm_threshold: 0.001,
             mc_draws: 20_000,
             seed: 0,
+            covariate: None,
         }
     }
 }

@@ -7,4 +7,5 @@
 //! a global RNG.
 
 pub mod engine;
+pub mod job;
 pub mod simulate;

@@ -41,9 +41,14 @@ pub struct ActionRequest {
     /// Why: goes to the audit log.
     #[serde(default)]
     pub reason: String,
-    /// With `conclude`: the arm served to everyone from now on.
+    /// With `conclude`: the arm served to everyone from now on. With `promote` (required):
+    /// the arm to promote.
     #[serde(default)]
     pub winner: Option<String>,
+    /// With `promote`: share of traffic kept on control, in [0, 1); default: the
+    /// experiment's `analysis.holdout`.
+    #[serde(default)]
+    pub holdout: Option<f64>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
@@ -89,6 +94,8 @@ impl From<AdminError> for ApiError {
             AdminError::NotFound(_) => ApiError::not_found("experiment_not_found", e.to_string()),
             AdminError::Transition { .. } => ApiError::conflict("invalid_transition", e.to_string()),
             AdminError::UnknownArm(_) => ApiError::unprocessable("unknown_arm", e.to_string()),
+            AdminError::InvalidRequest(_) => ApiError::unprocessable("invalid_request", e.to_string()),
+            AdminError::NothingToRollBack(_) => ApiError::conflict("nothing_to_roll_back", e.to_string()),
             AdminError::Store(s) => s.into(),
         }
     }
@@ -203,9 +210,11 @@ pub async fn update(
     Ok(HttpResponse::Ok().json(UpdateResponse { outcome: outcome.into(), experiment: view(&state, &stored) }))
 }
 
-/// Lifecycle: `start`, `pause`, `resume`, `conclude` (optionally with a winner) or `stop`.
+/// Lifecycle: `start`, `pause`, `resume`, `conclude` (optionally with a winner), `stop`,
+/// `promote` (with `winner`, optionally `holdout`) or `rollback` (undo the last promotion or
+/// version change). Each goes to the audit log with the latest analysis.
 #[utoipa::path(post, path = "/v1/experiments/{key}/{action}", tag = "experiments", request_body = Option<ActionRequest>,
-    params(("key" = String, Path, description = "Experiment key"), ("action" = Action, Path, description = "start | pause | resume | conclude | stop")),
+    params(("key" = String, Path, description = "Experiment key"), ("action" = Action, Path, description = "start | pause | resume | conclude | stop | promote | rollback")),
     responses((status = 200, body = ExperimentView), (status = 404, body = ErrorBody),
         (status = 409, description = "`invalid_transition`", body = ErrorBody), (status = 422, body = ErrorBody),
         (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)),
@@ -218,8 +227,9 @@ pub async fn action(
 ) -> Result<HttpResponse, ApiError> {
     let (key, action) = path.into_inner();
     check_path_key(&key)?;
-    let action = Action::parse(&action)
-        .ok_or_else(|| ApiError::not_found("unknown_action", "actions are start, pause, resume, conclude and stop"))?;
+    let action = Action::parse(&action).ok_or_else(|| {
+        ApiError::not_found("unknown_action", "actions are start, pause, resume, conclude, stop, promote and rollback")
+    })?;
     let body: ActionRequest = if body.iter().all(u8::is_ascii_whitespace) {
         ActionRequest::default()
     } else {
@@ -236,9 +246,22 @@ pub async fn action(
     }
     let who = actor(&req);
     let st = state.clone();
-    let stored =
-        web::block(move || admin::transition(&st.db, &key, action, &who, &body.reason, body.winner.as_deref()))
-            .await??;
+    let stored = web::block(move || match action {
+        admin::Action::Promote => {
+            let arm = body.winner.as_deref().ok_or_else(|| {
+                admin::AdminError::InvalidRequest("`promote` needs the arm to promote in `winner`".into())
+            })?;
+            let holdout = match body.holdout {
+                Some(h) => h,
+                None => queries::get_experiment(&st.db, &key)
+                    .map(|e| e.definition.analysis.holdout)
+                    .map_err(admin::AdminError::Store)?,
+            };
+            admin::promote(&st.db, &key, arm, holdout, &who, &body.reason, serde_json::Value::Null)
+        }
+        _ => admin::transition(&st.db, &key, action, &who, &body.reason, body.winner.as_deref()),
+    })
+    .await??;
     reload(&state).await;
     Ok(HttpResponse::Ok().json(view(&state, &stored)))
 }
@@ -264,4 +287,60 @@ pub async fn decisions(state: web::Data<AppState>, path: web::Path<String>) -> R
         })
         .collect();
     Ok(HttpResponse::Ok().json(out))
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct ResultsQuery {
+    /// An RFC 3339 time: the analysis in force then (the newest made at or before it).
+    pub at: Option<String>,
+}
+
+/// The latest analysis of an experiment (or the one in force at `?at=`): per arm and
+/// metric, mature and immature exposures, conversions, means, uplift (absolute and
+/// relative, each with the always-valid and the fixed-horizon interval), p-values
+/// (always-valid, fixed-horizon, Holm-adjusted), P(best), expected loss, SRM, guardrails,
+/// the decision state and what is still missing for a decision.
+#[utoipa::path(get, path = "/v1/experiments/{key}/results", tag = "experiments",
+    params(("key" = String, Path, description = "Experiment key"), ResultsQuery),
+    responses((status = 200, body = crate::analysis::job::StoredResult),
+        (status = 404, description = "`experiment_not_found` or `no_analysis_yet`", body = ErrorBody),
+        (status = 422, description = "`invalid_query`", body = ErrorBody),
+        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn results(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let query = web::Query::<ResultsQuery>::from_query(req.query_string())
+        .map_err(|e| ApiError::unprocessable("invalid_query", format!("the query string is not understood: {e}")))?;
+    let at = match &query.at {
+        None => None,
+        Some(t) => Some(
+            chrono::DateTime::parse_from_rfc3339(t)
+                .map_err(|e| {
+                    ApiError::unprocessable(
+                        "invalid_query",
+                        format!("`at` must be an RFC 3339 time such as 2026-11-29T10:00:00Z ({e})"),
+                    )
+                })?
+                .naive_utc(),
+        ),
+    };
+    let e = load(&state, path.into_inner()).await?;
+    let st = state.clone();
+    let id = e.row.id;
+    let row = web::block(move || crate::store::analysis::latest_analysis(&st.db, id, None, at)).await??;
+    match row {
+        Some(row) => Ok(HttpResponse::Ok().content_type("application/json").body(row.result)),
+        None => Err(ApiError::not_found(
+            "no_analysis_yet",
+            format!(
+                "`{}` has no analysis{}; the analyzer runs every analyzer_interval (default 5m)",
+                e.row.key,
+                if at.is_some() { " at or before that time" } else { " yet" }
+            ),
+        )),
+    }
 }

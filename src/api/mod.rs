@@ -31,6 +31,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("put", "/v1/experiments/{key}"),
     ("post", "/v1/experiments/{key}/{action}"),
     ("get", "/v1/experiments/{key}/decisions"),
+    ("get", "/v1/experiments/{key}/results"),
     ("get", "/healthz"),
     ("get", "/readyz"),
     ("get", "/metrics"),
@@ -98,6 +99,11 @@ pub fn config(cfg: &mut web::ServiceConfig) {
     .service(
         web::resource("/v1/experiments/{key}/decisions")
             .route(web::get().to(experiments::decisions).wrap(from_fn(admin_scope)))
+            .default_service(web::to(method_not_allowed)),
+    )
+    .service(
+        web::resource("/v1/experiments/{key}/results")
+            .route(web::get().to(experiments::results).wrap(from_fn(read_scope)))
             .default_service(web::to(method_not_allowed)),
     )
     .service(

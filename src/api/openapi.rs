@@ -22,7 +22,7 @@ impl Modify for BearerAuth {
         assign::assign, assign::assign_batch,
         rewards::rewards, rewards::rewards_batch,
         experiments::list, experiments::create, experiments::get, experiments::update,
-        experiments::action, experiments::decisions,
+        experiments::action, experiments::decisions, experiments::results,
         ops::healthz, ops::readyz, ops::metrics, ops::openapi,
     ),
     modifiers(&BearerAuth)

@@ -51,6 +51,8 @@ pub enum Command {
     Ope(crate::ope::cli::OpeArgs),
     /// Trustworthiness simulations of the analyzer: aa, power, drift, srm.
     Simulate(simulate::SimulateArgs),
+    /// Run the analyzer once now (fold the new log, analyse, act) and print what it did.
+    Analyze(SettingsArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -79,6 +81,50 @@ pub enum ExperimentsCommand {
         #[command(flatten)]
         settings: SettingsArgs,
     },
+    /// Print the latest analysis of an experiment as JSON (or the one in force at `--at`).
+    Results {
+        key: String,
+        /// An RFC 3339 time, e.g. 2026-11-29T10:00:00Z.
+        #[arg(long)]
+        at: Option<String>,
+        #[command(flatten)]
+        settings: SettingsArgs,
+    },
+    /// Print the audit log of an experiment as JSON lines.
+    Decisions {
+        key: String,
+        #[command(flatten)]
+        settings: SettingsArgs,
+    },
+    /// Promote an arm: to all traffic (the experiment concludes), or beside a holdout on control.
+    Promote {
+        key: String,
+        #[arg(long)]
+        arm: String,
+        /// Share kept on control, in [0, 1) [default: the experiment's `analysis.holdout`].
+        #[arg(long)]
+        holdout: Option<f64>,
+        #[command(flatten)]
+        change: ChangeArgs,
+    },
+    /// Pause a running experiment (every unit gets the default arm, unlogged).
+    Pause(ChangeArgs),
+    /// Resume a paused experiment.
+    Resume(ChangeArgs),
+    /// Stop an experiment for good (control is served).
+    Stop(ChangeArgs),
+    /// Undo the last promotion, or go back to the previous version's arms and policy.
+    Rollback(ChangeArgs),
+}
+
+/// A manual lifecycle change: which experiment, and why (for the audit log).
+#[derive(Debug, clap::Args)]
+pub struct ChangeArgs {
+    pub key: String,
+    #[arg(long, default_value = "")]
+    pub reason: String,
+    #[command(flatten)]
+    pub settings: SettingsArgs,
 }
 
 #[derive(Debug, Subcommand)]
@@ -130,6 +176,14 @@ pub fn run() -> anyhow::Result<()> {
         }
         Command::Ope(args) => crate::ope::cli::run(&args),
         Command::Simulate(args) => simulate::run(&args),
+        Command::Analyze(args) => {
+            let settings = Settings::load(&args)?;
+            crate::telemetry::init_logging(settings.log_json);
+            let db = crate::startup::open_store(&settings)?;
+            let report = crate::analysis::job::run_once(&db, crate::store::now(), settings.analyzer_margin())?;
+            println!("{}", serde_json::to_string_pretty(&report)?);
+            Ok(())
+        }
     }
 }
 
@@ -223,7 +277,52 @@ fn experiments(cmd: ExperimentsCommand) -> anyhow::Result<()> {
             }
             Ok(())
         }
+        ExperimentsCommand::Results { key, at, settings } => {
+            let db = store(&settings)?;
+            let e = queries::get_experiment(&db, &key).with_context(|| format!("experiment `{key}`"))?;
+            let at = at
+                .map(|t| chrono::DateTime::parse_from_rfc3339(&t).map(|t| t.naive_utc()))
+                .transpose()
+                .context("--at must be an RFC 3339 time such as 2026-11-29T10:00:00Z")?;
+            match crate::store::analysis::latest_analysis(&db, e.row.id, None, at)? {
+                Some(row) => println!("{}", row.result),
+                None => bail!("no analysis of `{key}` yet (the analyzer runs every analyzer_interval; `strategist analyze` runs it now)"),
+            }
+            Ok(())
+        }
+        ExperimentsCommand::Decisions { key, settings } => {
+            let db = store(&settings)?;
+            let e = queries::get_experiment(&db, &key).with_context(|| format!("experiment `{key}`"))?;
+            for d in queries::list_decisions(&db, e.row.id)? {
+                let details: serde_json::Value = serde_json::from_str(&d.details).unwrap_or(serde_json::Value::Null);
+                let line = serde_json::json!({"id": d.id, "at": d.created_at, "action": d.action, "actor": d.actor,
+                    "reason": d.reason, "details": details});
+                println!("{line}");
+            }
+            Ok(())
+        }
+        ExperimentsCommand::Promote { key, arm, holdout, change } => {
+            let db = store(&change.settings)?;
+            let holdout = match holdout {
+                Some(h) => h,
+                None => queries::get_experiment(&db, &key)?.definition.analysis.holdout,
+            };
+            let e = admin::promote(&db, &key, &arm, holdout, "cli", &change.reason, serde_json::Value::Null)?;
+            println!("{}: {} (promoted `{arm}`, version {})", e.row.key, e.row.status, e.row.current_version);
+            Ok(())
+        }
+        ExperimentsCommand::Pause(c) => lifecycle(c, admin::Action::Pause),
+        ExperimentsCommand::Resume(c) => lifecycle(c, admin::Action::Resume),
+        ExperimentsCommand::Stop(c) => lifecycle(c, admin::Action::Stop),
+        ExperimentsCommand::Rollback(c) => lifecycle(c, admin::Action::Rollback),
     }
+}
+
+fn lifecycle(c: ChangeArgs, action: admin::Action) -> anyhow::Result<()> {
+    let db = store(&c.settings)?;
+    let e = admin::transition(&db, &c.key, action, "cli", &c.reason, None)?;
+    println!("{}: {} (version {})", e.row.key, e.row.status, e.row.current_version);
+    Ok(())
 }
 
 /// Creates a key in the store and returns it in clear (the only time it is shown).

@@ -25,6 +25,10 @@ pub enum AdminError {
     Transition { action: &'static str, from: &'static str },
     #[error("`{0}` is not an arm of this experiment")]
     UnknownArm(String),
+    #[error("{0}")]
+    InvalidRequest(String),
+    #[error("nothing to roll back: {0}")]
+    NothingToRollBack(String),
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -37,6 +41,10 @@ pub enum Action {
     Resume,
     Conclude,
     Stop,
+    /// Serve one arm (to all traffic, or beside a holdout on control).
+    Promote,
+    /// Undo the last promotion, or return to the previous version's arms and policy.
+    Rollback,
 }
 
 impl Action {
@@ -47,6 +55,8 @@ impl Action {
             Action::Resume => "resume",
             Action::Conclude => "conclude",
             Action::Stop => "stop",
+            Action::Promote => "promote",
+            Action::Rollback => "rollback",
         }
     }
 
@@ -57,6 +67,8 @@ impl Action {
             "resume" => Action::Resume,
             "conclude" => Action::Conclude,
             "stop" => Action::Stop,
+            "promote" => Action::Promote,
+            "rollback" => Action::Rollback,
             _ => return None,
         })
     }
@@ -70,6 +82,8 @@ impl Action {
             (Action::Resume, Paused) => Some(Running),
             (Action::Conclude, Running | Paused) => Some(Concluded),
             (Action::Stop, Draft | Running | Paused) => Some(Stopped),
+            // Promotion with a holdout keeps the experiment running; see `promote`.
+            (Action::Promote, Running | Paused) => Some(Concluded),
             _ => None,
         }
     }
@@ -156,6 +170,14 @@ pub fn transition(
     reason: &str,
     winner: Option<&str>,
 ) -> Result<StoredExperiment, AdminError> {
+    match action {
+        Action::Promote => {
+            let arm = winner.ok_or_else(|| AdminError::InvalidRequest("`promote` needs the arm: `winner`".into()))?;
+            return promote(db, key, arm, 0.0, actor, reason, serde_json::Value::Null);
+        }
+        Action::Rollback => return rollback(db, key, actor, reason),
+        _ => {}
+    }
     let current = queries::get_experiment(db, key).map_err(|e| not_found(e, key))?;
     let from = current.status();
     let to = action.apply(from).ok_or(AdminError::Transition { action: action.as_str(), from: from.as_str() })?;
@@ -179,11 +201,167 @@ pub fn transition(
             action: action.as_str().into(),
             actor: actor.into(),
             reason,
-            details: serde_json::json!({"from": from.as_str(), "to": to.as_str(), "winner": winner}).to_string(),
+            details: serde_json::json!({"from": from.as_str(), "to": to.as_str(), "winner": winner,
+                "statistics": latest_statistics(db, current.row.id)})
+            .to_string(),
             created_at: now(),
         },
     )?;
     Ok(StoredExperiment { row, definition: current.definition })
+}
+
+/// Promotes `arm`. Without a holdout the experiment is concluded and every unit gets
+/// `arm` (unlogged). With `holdout` in (0, 1) it keeps running in a new version whose
+/// policy serves `arm` to 1 − holdout of the traffic and control to the rest (no floor for
+/// the other arms), so the long-term effect of the winner keeps being measured against
+/// control. `details` (the statistics that justified it) goes to the audit log.
+pub fn promote(
+    db: &Db,
+    key: &str,
+    arm: &str,
+    holdout: f64,
+    actor: &str,
+    reason: &str,
+    details: serde_json::Value,
+) -> Result<StoredExperiment, AdminError> {
+    let current = queries::get_experiment(db, key).map_err(|e| not_found(e, key))?;
+    let from = current.status();
+    if !matches!(from, Status::Running | Status::Paused) {
+        return Err(AdminError::Transition { action: "promote", from: from.as_str() });
+    }
+    let def = &current.definition;
+    if def.arm_index(arm).is_none() {
+        return Err(AdminError::UnknownArm(arm.to_string()));
+    }
+    if !(0.0..1.0).contains(&holdout) {
+        return Err(AdminError::InvalidRequest(format!("`holdout` must lie in [0, 1), got {holdout}")));
+    }
+    let control = def.arms[def.control_index()].key.clone();
+    let reason = if reason.trim().is_empty() { format!("promote `{arm}` by {actor}") } else { reason.to_string() };
+    let with_holdout = holdout > 0.0 && arm != control;
+    let details = if details.is_null() { latest_statistics(db, current.row.id) } else { details };
+    let mut record = serde_json::json!({
+        "from": from.as_str(), "arm": arm, "holdout": if with_holdout { holdout } else { 0.0 },
+        "version": current.row.current_version, "statistics": details,
+    });
+    if !with_holdout {
+        let row = queries::set_status(
+            db,
+            current.row.id,
+            Status::Concluded,
+            Some(Some(arm)),
+            decision(current.row.id, "promote", actor, reason, record),
+        )?;
+        return Ok(StoredExperiment { row, definition: current.definition });
+    }
+    let mut next = def.clone();
+    let weights = def
+        .arms
+        .iter()
+        .map(|a| {
+            let w = if a.key == arm {
+                1.0 - holdout
+            } else if a.key == control {
+                holdout
+            } else {
+                0.0
+            };
+            (a.key.clone(), w)
+        })
+        .collect();
+    next.policy = crate::policy::PolicySpec::Fixed { weights: Some(weights) };
+    next.min_propensity = 0.0;
+    let (stored, _) = update(db, &next, actor)?;
+    record["new_version"] = serde_json::json!(stored.row.current_version);
+    let row = queries::set_status(
+        db,
+        stored.row.id,
+        Status::Running,
+        Some(Some(arm)),
+        decision(stored.row.id, "promote", actor, reason, record),
+    )?;
+    Ok(StoredExperiment { row, definition: stored.definition })
+}
+
+/// Rolls back the last promotion (a concluded experiment runs again; a holdout version
+/// is replaced by the version before it), or else the last change of arms or policy: the
+/// previous version's definition becomes a new version.
+pub fn rollback(db: &Db, key: &str, actor: &str, reason: &str) -> Result<StoredExperiment, AdminError> {
+    let current = queries::get_experiment(db, key).map_err(|e| not_found(e, key))?;
+    let from = current.status();
+    let reason = if reason.trim().is_empty() { format!("rollback by {actor}") } else { reason.to_string() };
+    let promoted = current.row.promoted_arm.clone();
+    if from == Status::Concluded && promoted.is_some() {
+        let row = queries::set_status(
+            db,
+            current.row.id,
+            Status::Running,
+            Some(None),
+            decision(
+                current.row.id,
+                "rollback",
+                actor,
+                reason,
+                serde_json::json!({"undone": "promotion", "arm": promoted,
+                    "statistics": latest_statistics(db, current.row.id)}),
+            ),
+        )?;
+        return Ok(StoredExperiment { row, definition: current.definition });
+    }
+    if !matches!(from, Status::Running | Status::Paused) {
+        return Err(AdminError::Transition { action: "rollback", from: from.as_str() });
+    }
+    let version = current.row.current_version;
+    if version <= 1 {
+        return Err(AdminError::NothingToRollBack("the experiment has a single version".into()));
+    }
+    let mut previous = queries::version_definition(db, current.row.id, version - 1)?;
+    previous.status = current.definition.status;
+    // Settings that are not part of the version (name, analysis, …) stay as they are now.
+    let mut next = current.definition.clone();
+    next.arms = previous.arms;
+    next.policy = previous.policy;
+    next.min_propensity = previous.min_propensity;
+    let (stored, _) = update(db, &next, actor)?;
+    let row = queries::set_status(
+        db,
+        stored.row.id,
+        from,
+        Some(None),
+        decision(
+            stored.row.id,
+            "rollback",
+            actor,
+            reason,
+            serde_json::json!({"undone": if promoted.is_some() { "promotion" } else { "version" },
+                "restored_from_version": version - 1, "new_version": stored.row.current_version,
+                "statistics": latest_statistics(db, stored.row.id)}),
+        ),
+    )?;
+    Ok(StoredExperiment { row, definition: stored.definition })
+}
+
+/// The newest stored analysis of an experiment (what a manual decision was taken on), or
+/// null when there is none or it cannot be read.
+pub fn latest_statistics(db: &Db, experiment_id: i64) -> serde_json::Value {
+    match crate::store::analysis::latest_analysis(db, experiment_id, None, None) {
+        Ok(Some(row)) => serde_json::json!({
+            "analysis_id": row.id, "version": row.version, "analyzed_at": row.created_at,
+            "analysis": serde_json::from_str::<serde_json::Value>(&row.result).unwrap_or(serde_json::Value::Null),
+        }),
+        _ => serde_json::Value::Null,
+    }
+}
+
+fn decision(experiment_id: i64, action: &str, actor: &str, reason: String, details: serde_json::Value) -> NewDecision {
+    NewDecision {
+        experiment_id,
+        action: action.into(),
+        actor: actor.into(),
+        reason,
+        details: details.to_string(),
+        created_at: now(),
+    }
 }
 
 #[cfg(test)]

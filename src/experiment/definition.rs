@@ -8,6 +8,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+use crate::analysis::engine::AnalysisConfig;
 use crate::policy::PolicySpec;
 
 pub const MAX_ARMS: usize = 100;
@@ -166,6 +167,11 @@ pub struct Definition {
     /// not have arrived yet are not counted as failures), e.g. "10m".
     #[serde(default = "default_reward_wait")]
     pub reward_wait: String,
+    /// How the analyzer judges the experiment: alpha, minimum sample, guardrail tolerance,
+    /// futility MDE, holdout after promotion, automatic promotion, CUPED covariate.
+    #[serde(default)]
+    #[schema(value_type = Object)]
+    pub analysis: AnalysisConfig,
     /// Desired status when the file is first applied (`draft` if absent).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub status: Option<Status>,
@@ -341,6 +347,14 @@ impl Definition {
         }
         if let Err(e) = self.policy.validate(&self.arm_keys()) {
             err("policy".into(), e.to_string());
+        }
+        for (field, reason) in self.analysis.validate() {
+            err(format!("analysis.{field}"), reason);
+        }
+        if let Some(c) = &self.analysis.covariate {
+            if !valid_key(c) {
+                err("analysis.covariate".into(), "must name a metric: 1–64 letters, digits, '-', '_' or '.'".into());
+            }
         }
         if let Some(Status::Paused | Status::Concluded | Status::Stopped) = self.status {
             err("status".into(), "a definition may only ask to start as `draft` or `running`".into());

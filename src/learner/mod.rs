@@ -35,27 +35,31 @@ struct Locked {
     locked: bool,
 }
 
-struct PgLock(diesel::r2d2::PooledConnection<diesel::r2d2::ConnectionManager<diesel::PgConnection>>);
+/// A held session advisory lock on Postgres, released on drop.
+pub struct PgLock {
+    conn: diesel::r2d2::PooledConnection<diesel::r2d2::ConnectionManager<diesel::PgConnection>>,
+    key: i64,
+}
 
 impl Drop for PgLock {
     fn drop(&mut self) {
         if let Err(e) =
-            diesel::sql_query(format!("SELECT pg_advisory_unlock({LEARNER_LOCK}) AS locked")).execute(&mut self.0)
+            diesel::sql_query(format!("SELECT pg_advisory_unlock({}) AS locked", self.key)).execute(&mut self.conn)
         {
-            tracing::warn!(error = %e, "learner lock not released; it goes with the connection");
+            tracing::warn!(error = %e, "advisory lock not released; it goes with the connection");
         }
     }
 }
 
-/// Takes the learner lock on Postgres; `Ok(None)` when another process holds it.
+/// Takes the advisory lock `key` on Postgres; `Ok(None)` when another process holds it.
 /// SQLite is single-node: always granted.
-fn take_lock(db: &Db) -> Result<Option<Option<PgLock>>, StoreError> {
+pub fn take_lock(db: &Db, key: i64) -> Result<Option<Option<PgLock>>, StoreError> {
     match db {
         Db::Pg(pool) => {
-            let mut c = pool.get()?;
-            let got: Locked = diesel::sql_query(format!("SELECT pg_try_advisory_lock({LEARNER_LOCK}) AS locked"))
-                .get_result(&mut c)?;
-            Ok(if got.locked { Some(Some(PgLock(c))) } else { None })
+            let mut conn = pool.get()?;
+            let got: Locked =
+                diesel::sql_query(format!("SELECT pg_try_advisory_lock({key}) AS locked")).get_result(&mut conn)?;
+            Ok(if got.locked { Some(Some(PgLock { conn, key })) } else { None })
         }
         Db::Sqlite(_) => Ok(Some(None)),
     }
@@ -71,7 +75,7 @@ pub struct RunReport {
 
 /// One learner pass over every running or paused experiment, as of `now`.
 pub fn run_once(db: &Db, metrics: &Metrics, now: NaiveDateTime) -> Result<RunReport, StoreError> {
-    let Some(_lock) = take_lock(db)? else {
+    let Some(_lock) = take_lock(db, LEARNER_LOCK)? else {
         return Ok(RunReport { skipped_locked: true, ..Default::default() });
     };
     let mut report = RunReport::default();

@@ -213,7 +213,12 @@ macro_rules! analysis_connection {
                 Ok(found.unwrap_or_else(origin))
             }
 
-            fn set_watermark(&mut self, experiment_id: i64, stream: &str, until: NaiveDateTime) -> Result<(), StoreError> {
+            fn set_watermark(
+                &mut self,
+                experiment_id: i64,
+                stream: &str,
+                until: NaiveDateTime,
+            ) -> Result<(), StoreError> {
                 diesel::insert_into(analysis_watermarks::table)
                     .values((
                         analysis_watermarks::experiment_id.eq(experiment_id),
@@ -264,7 +269,12 @@ pub fn origin() -> NaiveDateTime {
 /// Folds a metric's exposures created in `(watermark, until]` into `arm_stats` and moves the
 /// watermark, in one transaction. Returns the number of exposures folded (0 when the
 /// watermark is already at or past `until`).
-pub fn fold_metric(db: &Db, experiment_id: i64, metric: &MetricSource, until: NaiveDateTime) -> Result<i64, StoreError> {
+pub fn fold_metric(
+    db: &Db,
+    experiment_id: i64,
+    metric: &MetricSource,
+    until: NaiveDateTime,
+) -> Result<i64, StoreError> {
     let stream = metric_stream(metric.name);
     crate::db_run!(db, |conn| {
         conn.transaction::<_, StoreError, _>(|conn| {
@@ -334,7 +344,8 @@ pub fn fold_metric(db: &Db, experiment_id: i64, metric: &MetricSource, until: Na
                         ))
                         .do_update()
                         .set((
-                            arm_covariate_stats::sum_x.eq(arm_covariate_stats::sum_x + excluded(arm_covariate_stats::sum_x)),
+                            arm_covariate_stats::sum_x
+                                .eq(arm_covariate_stats::sum_x + excluded(arm_covariate_stats::sum_x)),
                             arm_covariate_stats::sum_x_sq
                                 .eq(arm_covariate_stats::sum_x_sq + excluded(arm_covariate_stats::sum_x_sq)),
                             arm_covariate_stats::sum_xy
@@ -389,7 +400,8 @@ pub fn fold_allocation(db: &Db, experiment_id: i64, until: NaiveDateTime) -> Res
                     .do_update()
                     .set((
                         allocation_stats::n.eq(allocation_stats::n + excluded(allocation_stats::n)),
-                        allocation_stats::expected.eq(allocation_stats::expected + excluded(allocation_stats::expected)),
+                        allocation_stats::expected
+                            .eq(allocation_stats::expected + excluded(allocation_stats::expected)),
                     ))
                     .execute(conn)?;
             }

@@ -220,6 +220,18 @@ pub fn update_experiment(
     })
 }
 
+/// The definition an experiment had at `version`.
+pub fn version_definition(db: &Db, experiment_id: i64, version: i32) -> Result<Definition, StoreError> {
+    let text: String = db_run!(db, |conn| {
+        experiment_versions::table
+            .filter(experiment_versions::experiment_id.eq(experiment_id))
+            .filter(experiment_versions::version.eq(version))
+            .select(experiment_versions::definition)
+            .first(conn)?
+    });
+    parse_definition(&text)
+}
+
 pub fn get_experiment(db: &Db, key: &str) -> Result<StoredExperiment, StoreError> {
     db_run!(db, |conn| {
         let row: ExperimentRow =

@@ -47,6 +47,7 @@ pub fn test_settings(db_url: &str) -> Settings {
         bind: "127.0.0.1:0".into(),
         refresh_interval: "100ms".into(),
         run_learner: false,
+        run_analyzer: false,
         workers: 2,
         pool_size: 8,
         ..Settings::default()
@@ -175,6 +176,42 @@ impl TestApp {
         self.state.invalidate();
         self.state.refresh_registry().expect("refresh");
         r
+    }
+
+    /// Runs one analyzer pass as of `now` (no commit margin) and reloads the registry.
+    pub fn analyze(&self, now: chrono::NaiveDateTime) -> strategist::analysis::job::RunReport {
+        let r = strategist::analysis::job::run_once(&self.db, now, std::time::Duration::ZERO).expect("analyzer");
+        self.state.invalidate();
+        self.state.refresh_registry().expect("refresh");
+        r
+    }
+
+    /// Assigns many units through `/v1/assign/batch` (500 per request); returns the answers.
+    pub async fn assign_many(&self, experiment: &str, units: impl Iterator<Item = String>) -> Vec<Value> {
+        let units: Vec<String> = units.collect();
+        let mut out = Vec::new();
+        for chunk in units.chunks(500) {
+            let requests: Vec<Value> = chunk.iter().map(|u| json!({"experiment": experiment, "unit_id": u})).collect();
+            let (s, v) = self
+                .request("POST", "/v1/assign/batch", Some(&self.assign_key), Some(&json!({"requests": requests})))
+                .await;
+            assert_eq!(s, 200, "{v}");
+            out.extend(v["results"].as_array().unwrap().iter().cloned());
+        }
+        out
+    }
+
+    /// Sends rewards through `/v1/rewards/batch` (500 per request).
+    pub async fn reward_many(&self, rewards: Vec<Value>) {
+        for chunk in rewards.chunks(500) {
+            let (s, v) = self
+                .request("POST", "/v1/rewards/batch", Some(&self.assign_key), Some(&json!({"rewards": chunk})))
+                .await;
+            assert_eq!(s, 200, "{v}");
+            for r in v["results"].as_array().unwrap() {
+                assert!(r.get("error").is_none(), "{r}");
+            }
+        }
     }
 
     pub async fn stop_server(&mut self) {

@@ -2,6 +2,7 @@
 
 mod helpers;
 
+mod analysis;
 mod auth;
 mod decisions;
 mod durability;
