@@ -61,7 +61,7 @@ async fn a_database_outage_degrades_assign_and_refuses_rewards_then_recovers() {
     app.create_experiment(&definition("outage")).await;
     let (_, before) = app.assign(json!({"experiment": "outage", "unit_id": "u-0"})).await;
     assert_eq!(before["logged"], true);
-    let name = app.db_url.rsplit('/').next().unwrap().to_string();
+    let name = app.pg_name.clone().expect("a Postgres test database");
     admin_sql(&format!("ALTER DATABASE {name} ALLOW_CONNECTIONS false"));
     admin_sql(&format!("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}'"));
 

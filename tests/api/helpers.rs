@@ -36,7 +36,7 @@ pub struct TestApp {
     pub client: awc::Client,
     pub handle: ServerHandle,
     pub backend: Backend,
-    pg_name: Option<String>,
+    pub pg_name: Option<String>,
     stop: Arc<AtomicBool>,
     server: Option<actix_web::rt::task::JoinHandle<std::io::Result<()>>>,
 }
@@ -64,7 +64,10 @@ pub fn fresh_database(backend: Backend) -> (String, Option<String>) {
             let mut c = PgConnection::establish(&format!("{base}/postgres"))
                 .unwrap_or_else(|e| panic!("tests need Postgres at {base} (set STRATEGIST_TEST_PG): {e}"));
             diesel::sql_query(format!("CREATE DATABASE {name}")).execute(&mut c).expect("create test database");
-            (format!("{base}/{name}"), Some(name))
+            // No TLS to the test server: the harness exits while a test's background threads
+            // may still be inside libpq, and OpenSSL's exit-time cleanup must not free state
+            // under them (seen as heap corruption at exit). Production joins its threads first.
+            (format!("{base}/{name}?sslmode=disable"), Some(name))
         }
         Backend::Sqlite => {
             let dir = std::env::temp_dir().join(format!("strategist-test-{id}"));
