@@ -285,8 +285,10 @@ async fn a_pre_exposure_covariate_from_other_experiments_drives_cuped(backend: B
             .iter()
             .zip(&past)
             .enumerate()
-            .map(|(u, (a, x))| json!({"exposure_id": a["exposure_id"], "metric": "revenue", "value": x,
-                                      "idempotency_key": format!("pre-{u}")}))
+            .map(|(u, (a, x))| {
+                json!({"exposure_id": a["exposure_id"], "metric": "revenue", "value": x,
+                                      "idempotency_key": format!("pre-{u}")})
+            })
             .collect(),
     )
     .await;
