@@ -72,3 +72,28 @@ fn ope_of_the_uniform_policy_on_uniform_logs_is_the_click_rate() {
         assert!(out["estimators"][est]["bootstrap_ci95"].is_array(), "{est}");
     }
 }
+
+/// `strategist simulate … --json` prints the figures the README quotes, as one object; small
+/// runs here (the full runs are in docs/simulations.md).
+#[test]
+fn simulate_prints_each_scenarios_figures_as_json() {
+    let aa = run(&["simulate", "aa", "--replications", "24", "--days", "2", "--seed", "7", "--json"]);
+    let (fp, naive) =
+        (aa["false_promotion_rate"].as_f64().unwrap(), aa["naive_peeking_false_promotion_rate"].as_f64().unwrap());
+    assert!((0.0..=1.0).contains(&fp) && naive >= fp, "{aa}");
+    assert_eq!(aa, run(&["simulate", "aa", "--replications", "24", "--days", "2", "--seed", "7", "--json"]));
+    let srm = run(&["simulate", "srm", "--replications", "6", "--seed", "7", "--json"]);
+    assert_eq!(srm["promoted_rate"].as_f64(), Some(0.0), "{srm}");
+    assert!(srm["flagged_rate"].as_f64().unwrap() > 0.5, "{srm}");
+    let drift = run(&["simulate", "drift", "--replications", "4", "--seed", "7", "--json"]);
+    for k in ["truth", "naive_pooled", "stratified"] {
+        assert!(!drift[k].is_null(), "{k}: {drift}");
+    }
+    let power = run(&["simulate", "power", "--replications", "4", "--seed", "7", "--json"]);
+    assert!(power["fixed_horizon_n_per_arm"].as_f64().unwrap() > 100_000.0, "{power}");
+    let out = Command::new(env!("CARGO_BIN_EXE_strategist"))
+        .args(["simulate", "aa", "--replications", "0", "--json"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "zero replications is refused");
+}

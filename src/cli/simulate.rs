@@ -62,6 +62,9 @@ fn opt(x: Option<f64>) -> String {
 }
 
 pub fn run(args: &SimulateArgs) -> anyhow::Result<()> {
+    if args.replications == Some(0) {
+        anyhow::bail!("--replications must be at least 1");
+    }
     let threads = args.threads.max(1);
     let (json, text) = match args.scenario {
         Scenario::Aa => {
