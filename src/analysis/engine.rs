@@ -319,9 +319,9 @@ pub struct SequentialState {
     pub looks: u64,
     pub entries: Vec<SequentialEntry>,
     /// Look at which SRM was first flagged. The flag is sticky: once the
-    /// logged allocation has contradicted the PMFs, promotion stays blocked
-    /// until a person has fixed the logging and cleared this field (a new
-    /// experiment version starts from an empty state).
+    /// logged allocation has contradicted the PMFs, automatic promotion stays
+    /// blocked for the version; after fixing the logging a person promotes by
+    /// hand or starts a new version (which starts from an empty state).
     #[serde(default)]
     pub srm_flagged_at_look: Option<u64>,
 }
@@ -1300,7 +1300,7 @@ fn decide(
     if srm.flagged {
         let p = srm.p_value.map(|p| format!("{:.2e}", p.p)).unwrap_or_else(|| "n/a".into());
         reasons.push(format!(
-            "sample-ratio mismatch flagged at look {}: observed {:?} vs expected {:?} exposures (now p = {p}, threshold {}); fix exposure logging, then clear the flag",
+            "sample-ratio mismatch flagged at look {}: observed {:?} vs expected {:?} exposures (now p = {p}, threshold {}); fix the exposure logging, then promote by hand or start a new version",
             srm.flagged_since_look.map(|l| l.to_string()).unwrap_or_else(|| "?".into()),
             srm.observed,
             srm.expected.iter().map(|e| e.round() as u64).collect::<Vec<_>>(),

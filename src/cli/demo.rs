@@ -43,6 +43,9 @@ pub struct DemoArgs {
     /// Learner interval.
     #[arg(long, default_value = "10s")]
     pub learner_interval: String,
+    /// Analyzer interval (the results API shows its latest analysis).
+    #[arg(long, default_value = "1m")]
+    pub analyzer_interval: String,
     /// Seed of the simulated world.
     #[arg(long, default_value_t = 7)]
     pub seed: u64,
@@ -129,6 +132,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
         database_url: args.database_url.clone(),
         bind: args.bind.clone(),
         learner_interval: args.learner_interval.clone(),
+        analyzer_interval: args.analyzer_interval.clone(),
         ..Settings::default()
     };
     let db = crate::startup::open_store(&settings)?;
@@ -153,6 +157,10 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
     if let Some(e) = experiments.first() {
         println!(
             "  curl -s {base}/v1/assign -H 'Authorization: Bearer {assign}' -H 'Content-Type: application/json' \\\n    -d '{{\"experiment\": \"{}\", \"unit_id\": \"u-123\", \"context\": {{\"device\": \"mobile\"}}}}'",
+            e.row.key
+        );
+        println!(
+            "  curl -s {base}/v1/experiments/{}/results -H 'Authorization: Bearer {read}'   # after the first analyzer run",
             e.row.key
         );
     }
