@@ -110,7 +110,9 @@ fn metric_sources(stored: &StoredExperiment) -> Vec<(MetricSource<'_>, Duration,
         .enumerate()
         .map(|(i, m)| {
             let window = crate::experiment::definition::parse_duration(&m.window).unwrap_or(Duration::ZERO);
-            let source = MetricSource { name: &m.name, binary: m.kind == DefMetricKind::Conversion, covariate };
+            let per_unit_window = def.sticky.then(|| window.as_secs_f64());
+            let source =
+                MetricSource { name: &m.name, binary: m.kind == DefMetricKind::Conversion, covariate, per_unit_window };
             (source, window, if i == 0 { MetricRole::Primary } else { MetricRole::Guardrail })
         })
         .collect()
@@ -151,7 +153,7 @@ pub fn build_input(
             folded += n;
         }
     }
-    store::fold_allocation(db, id, now - to_chrono(margin))?;
+    store::fold_allocation(db, id, now - to_chrono(margin), def.sticky)?;
     let marks = store::watermarks(db, id)?;
 
     let arms = def.arm_keys();

@@ -31,7 +31,17 @@ pub struct MetricSource<'a> {
     /// CUPED covariate: x = the unit's total `raw_value` of rewards on this metric (in any
     /// experiment) in the 30 days before the exposure.
     pub covariate: Option<&'a str>,
+    /// Sticky experiments are analysed per unit: `Some(window in seconds)` counts only each
+    /// unit's first exposure of the version (the one its stored assignment came from), with
+    /// y from the rewards of all the unit's exposures of the version that arrived within the
+    /// window after that first exposure. `None`: every exposure is an observation.
+    pub per_unit_window: Option<f64>,
 }
+
+/// Joins each exposure to its unit's stored assignment when it is the exposure that made
+/// it (same time): the unit's first exposure of the version.
+const FIRST_EXPOSURE_JOIN: &str = "JOIN sticky_assignments s ON s.experiment_id = e.experiment_id \
+    AND s.version = e.version AND s.unit_hash = e.unit_hash AND s.created_at = e.created_at";
 
 /// Statistics of one (version, period, arm) group, as stored in `arm_stats`.
 #[derive(Debug, Clone, Default, PartialEq, QueryableByName)]
@@ -95,7 +105,35 @@ pub struct AllocationRow {
 /// The aggregate over exposures of one experiment created in `(lo, hi]` (optionally of one
 /// version), grouped by (version, period = policy version, arm).
 fn cells_sql(pg: bool, metric: &MetricSource, one_version: bool) -> String {
-    let y = if metric.binary { "(CASE WHEN r.top > 0 THEN 1.0 ELSE 0.0 END)" } else { "COALESCE(r.total, 0.0)" };
+    let (y, rewards_join) = match metric.per_unit_window {
+        None => (
+            if metric.binary { "(CASE WHEN r.top > 0 THEN 1.0 ELSE 0.0 END)" } else { "COALESCE(r.total, 0.0)" }
+                .to_string(),
+            "LEFT JOIN (SELECT exposure_id, SUM(value) AS total, MAX(value) AS top FROM rewards \
+             WHERE experiment_id = ? AND metric = ? AND exposure_created_at > ? AND exposure_created_at <= ? \
+             GROUP BY exposure_id) r ON r.exposure_id = e.id"
+                .to_string(),
+        ),
+        Some(_) => {
+            let cutoff = if pg {
+                "r.created_at <= e.created_at + make_interval(secs => ?)"
+            } else {
+                "julianday(r.created_at) <= julianday(e.created_at) + ? / 86400.0"
+            };
+            let agg = if metric.binary { "MAX" } else { "SUM" };
+            let sub = format!(
+                "(SELECT {agg}(r.value) FROM rewards r JOIN exposures u ON u.id = r.exposure_id \
+                 WHERE u.experiment_id = e.experiment_id AND u.version = e.version AND u.unit_hash = e.unit_hash \
+                 AND r.experiment_id = e.experiment_id AND r.metric = ? AND {cutoff})"
+            );
+            let y = if metric.binary {
+                format!("(CASE WHEN {sub} > 0 THEN 1.0 ELSE 0.0 END)")
+            } else {
+                format!("COALESCE({sub}, 0.0)")
+            };
+            (y, FIRST_EXPOSURE_JOIN.to_string())
+        }
+    };
     let x = match metric.covariate {
         None => "0.0".to_string(),
         Some(_) => {
@@ -120,9 +158,7 @@ fn cells_sql(pg: bool, metric: &MetricSource, one_version: bool) -> String {
          CAST(COALESCE(SUM(t.x * t.y), 0.0) {d} AS sum_xy \
          FROM (SELECT e.version AS version, e.policy_version AS period, e.arm AS arm, e.propensity AS p, \
                CAST({y} {d} AS y, CAST({x} {d} AS x \
-               FROM exposures e LEFT JOIN (SELECT exposure_id, SUM(value) AS total, MAX(value) AS top FROM rewards \
-                 WHERE experiment_id = ? AND metric = ? AND exposure_created_at > ? AND exposure_created_at <= ? \
-                 GROUP BY exposure_id) r ON r.exposure_id = e.id \
+               FROM exposures e {rewards_join} \
                WHERE e.experiment_id = ? AND e.created_at > ? AND e.created_at <= ?{}) t \
          GROUP BY t.version, t.period, t.arm",
         if one_version { " AND e.version = ?" } else { "" }
@@ -131,18 +167,22 @@ fn cells_sql(pg: bool, metric: &MetricSource, one_version: bool) -> String {
 
 macro_rules! bind_cells {
     ($q:expr, $exp:expr, $metric:expr, $lo:expr, $hi:expr, $version:expr) => {{
+        // In the order the placeholders appear in `cells_sql`.
         let mut q = $q.into_boxed();
+        if let Some(window) = $metric.per_unit_window {
+            q = q.bind::<Text, _>($metric.name.to_string()).bind::<Double, _>(window);
+        }
         if let Some(c) = $metric.covariate {
             q = q.bind::<Text, _>(c.to_string());
         }
-        q = q
-            .bind::<BigInt, _>($exp)
-            .bind::<Text, _>($metric.name.to_string())
-            .bind::<Timestamp, _>($lo)
-            .bind::<Timestamp, _>($hi)
-            .bind::<BigInt, _>($exp)
-            .bind::<Timestamp, _>($lo)
-            .bind::<Timestamp, _>($hi);
+        if $metric.per_unit_window.is_none() {
+            q = q
+                .bind::<BigInt, _>($exp)
+                .bind::<Text, _>($metric.name.to_string())
+                .bind::<Timestamp, _>($lo)
+                .bind::<Timestamp, _>($hi);
+        }
+        q = q.bind::<BigInt, _>($exp).bind::<Timestamp, _>($lo).bind::<Timestamp, _>($hi);
         if let Some(v) = $version {
             q = q.bind::<Integer, _>(v);
         }
@@ -165,13 +205,20 @@ trait AnalysisConnection {
         experiment_id: i64,
         lo: NaiveDateTime,
         hi: NaiveDateTime,
+        first_only: bool,
     ) -> Result<Vec<AllocationGroup>, StoreError>;
     fn watermark(&mut self, experiment_id: i64, stream: &str) -> Result<NaiveDateTime, StoreError>;
     fn set_watermark(&mut self, experiment_id: i64, stream: &str, until: NaiveDateTime) -> Result<(), StoreError>;
 }
 
-const ALLOCATION_SQL: &str = "SELECT version, policy_version AS period, arm, pmf, COUNT(*) AS n FROM exposures \
-    WHERE experiment_id = ? AND created_at > ? AND created_at <= ? GROUP BY version, policy_version, arm, pmf";
+fn allocation_sql(first_only: bool) -> String {
+    format!(
+        "SELECT e.version AS version, e.policy_version AS period, e.arm AS arm, e.pmf AS pmf, COUNT(*) AS n \
+         FROM exposures e {} WHERE e.experiment_id = ? AND e.created_at > ? AND e.created_at <= ? \
+         GROUP BY e.version, e.policy_version, e.arm, e.pmf",
+        if first_only { FIRST_EXPOSURE_JOIN } else { "" }
+    )
+}
 
 macro_rules! analysis_connection {
     ($conn:ty, $pg:expr) => {
@@ -194,8 +241,10 @@ macro_rules! analysis_connection {
                 experiment_id: i64,
                 lo: NaiveDateTime,
                 hi: NaiveDateTime,
+                first_only: bool,
             ) -> Result<Vec<AllocationGroup>, StoreError> {
-                let sql = if $pg { pg_placeholders(ALLOCATION_SQL) } else { ALLOCATION_SQL.to_string() };
+                let sql = allocation_sql(first_only);
+                let sql = if $pg { pg_placeholders(&sql) } else { sql };
                 Ok(diesel::sql_query(sql)
                     .bind::<BigInt, _>(experiment_id)
                     .bind::<Timestamp, _>(lo)
@@ -361,15 +410,16 @@ pub fn fold_metric(
 }
 
 /// Folds the allocation of exposures created in `(watermark, until]`: observed exposures per
-/// arm, and expected = the sum of each arm's logged PMF entry.
-pub fn fold_allocation(db: &Db, experiment_id: i64, until: NaiveDateTime) -> Result<i64, StoreError> {
+/// arm, and expected = the sum of each arm's logged PMF entry. `first_only` (sticky
+/// experiments): only each unit's first exposure of the version, the draw that assigned it.
+pub fn fold_allocation(db: &Db, experiment_id: i64, until: NaiveDateTime, first_only: bool) -> Result<i64, StoreError> {
     crate::db_run!(db, |conn| {
         conn.transaction::<_, StoreError, _>(|conn| {
             let lo = conn.watermark(experiment_id, ALLOCATION_STREAM)?;
             if lo >= until {
                 return Ok(0);
             }
-            let groups = conn.allocation_groups(experiment_id, lo, until)?;
+            let groups = conn.allocation_groups(experiment_id, lo, until, first_only)?;
             let mut sums: HashMap<(i32, i64, String), (i64, f64)> = HashMap::new();
             let mut folded = 0;
             for g in &groups {

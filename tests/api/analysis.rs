@@ -347,3 +347,63 @@ async fn an_experiment_that_cannot_reach_its_mde_is_stopped_for_futility(backend
     assert!(stop["details"]["statistics"]["analysis"]["metrics"].is_array());
 }
 on_both_backends!(an_experiment_that_cannot_reach_its_mde_is_stopped_for_futility);
+
+/// A sticky experiment is analysed per unit: only each unit's first exposure counts (the
+/// draw that assigned it), with the rewards of all its exposures inside the window. Repeat
+/// visits logged under a later, shifted PMF do not fake a sample ratio mismatch.
+async fn sticky_experiments_are_analysed_per_unit(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let mut def = definition("sticky");
+    def["arms"] = json!([{"key": "a", "control": true}, {"key": "b"}]);
+    def["sticky"] = json!(true);
+    def["policy"] = json!({"kind": "thompson_beta"});
+    def["min_propensity"] = json!(0.05);
+    def["analysis"] = json!({"auto_promote": false});
+    app.create_experiment(&def).await;
+    let units = 300;
+    let first = app.assign_many("sticky", (0..units).map(|u| format!("v-{u}"))).await;
+    let arm_of: Vec<String> = first.iter().map(|a| a["arm"].as_str().unwrap().to_string()).collect();
+    // b converts far better: the learner shifts the PMF towards b.
+    let mut rewards = Vec::new();
+    for (u, a) in first.iter().enumerate() {
+        if a["arm"] == "b" && u % 2 == 0 {
+            rewards.push(json!({"exposure_id": a["exposure_id"], "metric": "purchase", "value": 1,
+                                "idempotency_key": format!("first-{u}")}));
+        }
+    }
+    app.reward_many(rewards).await;
+    app.learn();
+    let pmf_b = app.state.registry.load().get("sticky").unwrap().policy_version;
+    assert!(pmf_b > 1, "a new snapshot is served");
+    // Every unit comes back twice, keeps its arm, and control units convert on their last visit.
+    for round in 0..2 {
+        let again = app.assign_many("sticky", (0..units).map(|u| format!("v-{u}"))).await;
+        for (u, a) in again.iter().enumerate() {
+            assert_eq!(a["arm"].as_str().unwrap(), arm_of[u], "sticky");
+        }
+        if round == 1 {
+            let rewards = (0..units)
+                .filter(|u| arm_of[*u] == "a" && u % 5 == 0)
+                .map(|u| {
+                    json!({"unit_id": format!("v-{u}"), "experiment": "sticky", "metric": "purchase",
+                                "value": 1, "idempotency_key": format!("later-{u}")})
+                })
+                .collect();
+            app.reward_many(rewards).await;
+        }
+    }
+    app.analyze(later(2));
+    let (_, v) = results(&app, "sticky", "").await;
+    let count = |arm: &str| arm_of.iter().filter(|a| *a == arm).count() as u64;
+    for arm in ["a", "b"] {
+        assert_eq!(arm_row(&v, "purchase", arm)["exposures_mature"].as_u64(), Some(count(arm)), "{arm}: one per unit");
+    }
+    let conv_b = (0..units).filter(|u| arm_of[*u] == "b" && u % 2 == 0).count() as u64;
+    let conv_a = (0..units).filter(|u| arm_of[*u] == "a" && u % 5 == 0).count() as u64;
+    assert_eq!(arm_row(&v, "purchase", "b")["conversions"].as_u64(), Some(conv_b));
+    assert_eq!(arm_row(&v, "purchase", "a")["conversions"].as_u64(), Some(conv_a), "a later visit's conversion counts");
+    assert_eq!(v["analysis"]["srm"]["flagged"], false, "{}", v["analysis"]["srm"]);
+    let observed: u64 = v["analysis"]["srm"]["observed"].as_array().unwrap().iter().map(|x| x.as_u64().unwrap()).sum();
+    assert_eq!(observed, units as u64);
+}
+on_both_backends!(sticky_experiments_are_analysed_per_unit);

@@ -12,3 +12,6 @@ CREATE TABLE arm_covariate_stats (
     sum_xy DOUBLE NOT NULL,
     PRIMARY KEY (experiment_id, version, arm, metric, period)
 );
+
+-- The analyzer folds an experiment's exposures by creation time (across versions).
+CREATE INDEX exposures_experiment_created ON exposures (experiment_id, created_at);
