@@ -148,12 +148,12 @@ pub fn build_input(
     let sources = metric_sources(stored);
     let mut folded = 0;
     for (source, window, _) in &sources {
-        let n = store::fold_metric(db, id, source, now - to_chrono(*window) - to_chrono(margin))?;
+        let n = store::fold_metric(db, id, version, source, now - to_chrono(*window) - to_chrono(margin))?;
         if source.name == def.primary_metric.name {
             folded += n;
         }
     }
-    store::fold_allocation(db, id, now - to_chrono(margin), def.sticky)?;
+    store::fold_allocation(db, id, version, now - to_chrono(margin), def.sticky)?;
     let marks = store::watermarks(db, id)?;
 
     let arms = def.arm_keys();
@@ -175,7 +175,7 @@ pub fn build_input(
             }
         }
         let from = marks.get(&store::metric_stream(source.name)).copied().unwrap_or_else(store::origin);
-        for c in store::aggregate_cells(db, id, source, from, now, Some(version))? {
+        for c in store::aggregate_cells(db, id, source, from, now, version)? {
             if let Some(a) = arm_ix(&c.arm) {
                 immature[m][a].merge(&cell(&c));
             }

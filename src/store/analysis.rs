@@ -104,7 +104,7 @@ pub struct AllocationRow {
 
 /// The aggregate over exposures of one experiment created in `(lo, hi]` (optionally of one
 /// version), grouped by (version, period = policy version, arm).
-fn cells_sql(pg: bool, metric: &MetricSource, one_version: bool) -> String {
+fn cells_sql(pg: bool, metric: &MetricSource) -> String {
     let (y, rewards_join) = match metric.per_unit_window {
         None => (
             if metric.binary { "(CASE WHEN r.top > 0 THEN 1.0 ELSE 0.0 END)" } else { "COALESCE(r.total, 0.0)" }
@@ -159,9 +159,8 @@ fn cells_sql(pg: bool, metric: &MetricSource, one_version: bool) -> String {
          FROM (SELECT e.version AS version, e.policy_version AS period, e.arm AS arm, e.propensity AS p, \
                CAST({y} {d} AS y, CAST({x} {d} AS x \
                FROM exposures e {rewards_join} \
-               WHERE e.experiment_id = ? AND e.created_at > ? AND e.created_at <= ?{}) t \
-         GROUP BY t.version, t.period, t.arm",
-        if one_version { " AND e.version = ?" } else { "" }
+               WHERE e.experiment_id = ? AND e.version = ? AND e.created_at > ? AND e.created_at <= ?) t \
+         GROUP BY t.version, t.period, t.arm"
     )
 }
 
@@ -182,11 +181,7 @@ macro_rules! bind_cells {
                 .bind::<Timestamp, _>($lo)
                 .bind::<Timestamp, _>($hi);
         }
-        q = q.bind::<BigInt, _>($exp).bind::<Timestamp, _>($lo).bind::<Timestamp, _>($hi);
-        if let Some(v) = $version {
-            q = q.bind::<Integer, _>(v);
-        }
-        q
+        q.bind::<BigInt, _>($exp).bind::<Integer, _>($version).bind::<Timestamp, _>($lo).bind::<Timestamp, _>($hi)
     }};
 }
 
@@ -198,11 +193,12 @@ trait AnalysisConnection {
         metric: &MetricSource,
         lo: NaiveDateTime,
         hi: NaiveDateTime,
-        version: Option<i32>,
+        version: i32,
     ) -> Result<Vec<CellRow>, StoreError>;
     fn allocation_groups(
         &mut self,
         experiment_id: i64,
+        version: i32,
         lo: NaiveDateTime,
         hi: NaiveDateTime,
         first_only: bool,
@@ -214,7 +210,7 @@ trait AnalysisConnection {
 fn allocation_sql(first_only: bool) -> String {
     format!(
         "SELECT e.version AS version, e.policy_version AS period, e.arm AS arm, e.pmf AS pmf, COUNT(*) AS n \
-         FROM exposures e {} WHERE e.experiment_id = ? AND e.created_at > ? AND e.created_at <= ? \
+         FROM exposures e {} WHERE e.experiment_id = ? AND e.version = ? AND e.created_at > ? AND e.created_at <= ? \
          GROUP BY e.version, e.policy_version, e.arm, e.pmf",
         if first_only { FIRST_EXPOSURE_JOIN } else { "" }
     )
@@ -229,9 +225,9 @@ macro_rules! analysis_connection {
                 metric: &MetricSource,
                 lo: NaiveDateTime,
                 hi: NaiveDateTime,
-                version: Option<i32>,
+                version: i32,
             ) -> Result<Vec<CellRow>, StoreError> {
-                let sql = cells_sql($pg, metric, version.is_some());
+                let sql = cells_sql($pg, metric);
                 let sql = if $pg { pg_placeholders(&sql) } else { sql };
                 Ok(bind_cells!(diesel::sql_query(sql), experiment_id, metric, lo, hi, version).load(self)?)
             }
@@ -239,6 +235,7 @@ macro_rules! analysis_connection {
             fn allocation_groups(
                 &mut self,
                 experiment_id: i64,
+                version: i32,
                 lo: NaiveDateTime,
                 hi: NaiveDateTime,
                 first_only: bool,
@@ -247,6 +244,7 @@ macro_rules! analysis_connection {
                 let sql = if $pg { pg_placeholders(&sql) } else { sql };
                 Ok(diesel::sql_query(sql)
                     .bind::<BigInt, _>(experiment_id)
+                    .bind::<Integer, _>(version)
                     .bind::<Timestamp, _>(lo)
                     .bind::<Timestamp, _>(hi)
                     .load(self)?)
@@ -294,7 +292,7 @@ pub fn aggregate_cells(
     metric: &MetricSource,
     lo: NaiveDateTime,
     hi: NaiveDateTime,
-    version: Option<i32>,
+    version: i32,
 ) -> Result<Vec<CellRow>, StoreError> {
     crate::db_run!(db, |conn| { conn.cells(experiment_id, metric, lo, hi, version) })
 }
@@ -321,6 +319,7 @@ pub fn origin() -> NaiveDateTime {
 pub fn fold_metric(
     db: &Db,
     experiment_id: i64,
+    versions: i32,
     metric: &MetricSource,
     until: NaiveDateTime,
 ) -> Result<i64, StoreError> {
@@ -331,7 +330,11 @@ pub fn fold_metric(
             if lo >= until {
                 return Ok(0);
             }
-            let cells = conn.cells(experiment_id, metric, lo, until, None)?;
+            // Version by version, so each scan is a range of the (experiment, version, time) index.
+            let mut cells = Vec::new();
+            for version in 1..=versions {
+                cells.extend(conn.cells(experiment_id, metric, lo, until, version)?);
+            }
             let mut folded = 0;
             for c in &cells {
                 folded += c.n;
@@ -412,14 +415,23 @@ pub fn fold_metric(
 /// Folds the allocation of exposures created in `(watermark, until]`: observed exposures per
 /// arm, and expected = the sum of each arm's logged PMF entry. `first_only` (sticky
 /// experiments): only each unit's first exposure of the version, the draw that assigned it.
-pub fn fold_allocation(db: &Db, experiment_id: i64, until: NaiveDateTime, first_only: bool) -> Result<i64, StoreError> {
+pub fn fold_allocation(
+    db: &Db,
+    experiment_id: i64,
+    versions: i32,
+    until: NaiveDateTime,
+    first_only: bool,
+) -> Result<i64, StoreError> {
     crate::db_run!(db, |conn| {
         conn.transaction::<_, StoreError, _>(|conn| {
             let lo = conn.watermark(experiment_id, ALLOCATION_STREAM)?;
             if lo >= until {
                 return Ok(0);
             }
-            let groups = conn.allocation_groups(experiment_id, lo, until, first_only)?;
+            let mut groups = Vec::new();
+            for version in 1..=versions {
+                groups.extend(conn.allocation_groups(experiment_id, version, lo, until, first_only)?);
+            }
             let mut sums: HashMap<(i32, i64, String), (i64, f64)> = HashMap::new();
             let mut folded = 0;
             for g in &groups {

@@ -13,5 +13,3 @@ CREATE TABLE arm_covariate_stats (
     PRIMARY KEY (experiment_id, version, arm, metric, period)
 );
 
--- The analyzer folds an experiment's exposures by creation time (across versions).
-CREATE INDEX exposures_experiment_created ON exposures (experiment_id, created_at);
