@@ -110,7 +110,7 @@ fn metric_sources(stored: &StoredExperiment) -> Vec<(MetricSource<'_>, Duration,
         .enumerate()
         .map(|(i, m)| {
             let window = crate::experiment::definition::parse_duration(&m.window).unwrap_or(Duration::ZERO);
-            let per_unit_window = def.sticky.then(|| window.as_secs_f64());
+            let per_unit_window = def.sticky.then_some(window.as_secs_f64());
             let source =
                 MetricSource { name: &m.name, binary: m.kind == DefMetricKind::Conversion, covariate, per_unit_window };
             (source, window, if i == 0 { MetricRole::Primary } else { MetricRole::Guardrail })

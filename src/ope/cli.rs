@@ -2,13 +2,19 @@
 //! print a table (or `--json`).
 //!
 //! ```text
-//! strategist ope --logged obd:PATH.csv --target uniform|dist:PATH.csv|bts|fixed:item=w,...
+//! strategist ope --logged obd:PATH.csv --target uniform|dist:PATH.csv|bts|fixed:item=w,...|arm:ITEM
+//!                [--seed S] [--bootstrap 1000] [--folds 2] [--json]
+//! strategist ope --logged experiment:KEY[@VERSION] [--database-url URL]
+//!                --target uniform|arm:KEY|snapshot|snapshot:N|fixed:arm=w,...|dist:PATH.csv
 //!                [--seed S] [--bootstrap 1000] [--folds 2] [--json]
 //! ```
 //!
-//! `--logged experiment:KEY` (the platform's exposure log) parses but needs the store; until
-//! the store-backed loader is wired, [`run`] answers with [`OpeError::NeedsDatabase`]. A loader
-//! that builds a [`LoggedData`] itself calls [`run_with_data`].
+//! `experiment:KEY` reads the platform's own exposure log from the store
+//! ([`super::platform::load_experiment_log`]); its JSON report adds a `source` object (version,
+//! metric, cutoff, mature and immature counts, features). A failure exits non-zero with a
+//! stable code (`OpeError::code`) in the message; with `--json` it also prints
+//! `{"error": CODE, "message": TEXT}` on stdout. A loader that builds a [`LoggedData`] itself
+//! calls [`run_with_data`].
 
 use std::fmt::Write as _;
 use std::io::{IsTerminal, Write as _};
@@ -16,11 +22,13 @@ use std::path::PathBuf;
 use std::str::FromStr;
 
 use anyhow::Context;
+use serde::Serialize;
 
 use super::estimators::Estimator;
+use super::platform::{load_experiment_log, snapshot_policy, ExperimentLog, ExperimentLogInfo, ExperimentRef};
 use super::{
     evaluate_with_progress, load_obd, LoggedData, ObdOptions, OpeConfig, OpeError, OpeReport, RewardModelKind,
-    TargetSpec,
+    TargetPolicy, TargetSpec,
 };
 
 /// Where the logged data comes from.
@@ -28,8 +36,8 @@ use super::{
 pub enum LoggedSource {
     /// An Open Bandit Dataset CSV file (`obd:PATH.csv`).
     Obd(PathBuf),
-    /// An experiment's exposure log in the store (`experiment:KEY`).
-    Experiment(String),
+    /// An experiment's exposure log in the store (`experiment:KEY` or `experiment:KEY@VERSION`).
+    Experiment(ExperimentRef),
 }
 
 impl FromStr for LoggedSource {
@@ -43,13 +51,23 @@ impl FromStr for LoggedSource {
             }
             return Ok(Self::Obd(PathBuf::from(path)));
         }
-        if let Some(key) = s.strip_prefix("experiment:") {
+        if let Some(rest) = s.strip_prefix("experiment:") {
+            let (key, version) = match rest.split_once('@') {
+                Some((key, v)) => {
+                    let v = v.trim().parse::<i32>().ok().filter(|v| *v > 0).ok_or_else(|| {
+                        format!("experiment:{rest}: the version after @ must be a positive integer, as in {key}@2")
+                    })?;
+                    (key, Some(v))
+                }
+                None => (rest, None),
+            };
+            let key = key.trim();
             if key.is_empty() {
-                return Err("experiment: needs an experiment key".into());
+                return Err("experiment: needs an experiment key, as in experiment:checkout".into());
             }
-            return Ok(Self::Experiment(key.to_string()));
+            return Ok(Self::Experiment(ExperimentRef { key: key.to_string(), version }));
         }
-        Err(format!("unknown logged-data source {s:?}: expected obd:PATH.csv or experiment:KEY"))
+        Err(format!("unknown logged-data source {s:?}: expected obd:PATH.csv or experiment:KEY[@VERSION]"))
     }
 }
 
@@ -57,14 +75,22 @@ impl FromStr for LoggedSource {
 #[derive(Debug, Clone, clap::Args)]
 pub struct OpeArgs {
     /// Logged bandit feedback with propensities: `obd:PATH.csv` (an Open Bandit Dataset log
-    /// file) or `experiment:KEY` (an experiment's exposure log; needs a database).
-    #[arg(long, value_name = "obd:PATH.csv|experiment:KEY")]
+    /// file) or `experiment:KEY[@VERSION]` (an experiment's exposure log in the store, its
+    /// current version by default; mature exposures only).
+    #[arg(long, value_name = "obd:PATH.csv|experiment:KEY[@VERSION]")]
     pub logged: LoggedSource,
-    /// Target policy: `uniform`, `dist:PATH.csv` (action distribution: item × position matrix
-    /// or `item,position,probability` rows), `bts` (Bernoulli Thompson sampling fitted on the
-    /// logged data) or `fixed:item=w,...` (fixed weights, the same at every position).
-    #[arg(long, value_name = "uniform|dist:PATH.csv|bts|fixed:item=w,...")]
+    /// Target policy: `uniform`; `arm:KEY` (always that arm or item); `fixed:item=w,...`
+    /// (fixed weights, the same at every position); `dist:PATH.csv` (action distribution: item
+    /// × position matrix or `item,position,probability` rows); `bts` (Bernoulli Thompson
+    /// sampling fitted on the logged data; OBD logs only); `snapshot` / `snapshot:N` (the
+    /// experiment's latest policy snapshot for the logged version / policy version N, as served
+    /// with its exploration floor; experiment logs only).
+    #[arg(long, value_name = "uniform|arm:KEY|fixed:item=w,...|dist:PATH.csv|bts|snapshot[:N]")]
     pub target: TargetSpec,
+    /// Database of `--logged experiment:KEY`: postgres://USER@HOST/DB, sqlite://PATH or a file
+    /// path [default: ./data/strategist.db].
+    #[arg(long, env = "DATABASE_URL")]
+    pub database_url: Option<String>,
     /// Seed of every random step (folds, bootstrap, Thompson sampling draws).
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
@@ -88,17 +114,90 @@ fn progress(message: &str) {
     }
 }
 
-/// Runs `strategist ope`.
+/// Runs `strategist ope`. A failure carries its [`OpeError::code`] in the message (and, with
+/// `--json`, is also printed as `{"error": CODE, "message": TEXT}` on stdout).
 pub fn run(args: &OpeArgs) -> anyhow::Result<()> {
-    let data = match &args.logged {
+    let result = match &args.logged {
         LoggedSource::Obd(path) => {
             progress("loading the logged data");
             load_obd(path, &ObdOptions::default())
-                .with_context(|| format!("loading --logged obd:{}", path.display()))?
+                .with_context(|| format!("loading --logged obd:{}", path.display()))
+                .and_then(|data| run_with_data(args, &data))
         }
-        LoggedSource::Experiment(key) => return Err(OpeError::NeedsDatabase { key: key.clone() }.into()),
+        LoggedSource::Experiment(source) => run_experiment(args, source),
     };
-    run_with_data(args, &data)
+    result.map_err(|err| {
+        let code = err.downcast_ref::<OpeError>().map_or("ope_failed", OpeError::code);
+        if args.json {
+            let body = serde_json::json!({"error": code, "message": format!("{err:#}")});
+            // The error itself is returned below; a failed write to stdout cannot add to it.
+            let _ = writeln!(std::io::stdout().lock(), "{body}");
+        }
+        err.context(format!("strategist ope failed [{code}]"))
+    })
+}
+
+/// Evaluates `args.target` on an experiment's exposure log in the store.
+fn run_experiment(args: &OpeArgs, source: &ExperimentRef) -> anyhow::Result<()> {
+    progress("opening the store");
+    let settings = crate::config::Settings {
+        database_url: args.database_url.clone().unwrap_or_default(),
+        pool_size: 2,
+        ..crate::config::Settings::default()
+    };
+    let db = crate::startup::open_store(&settings).map_err(|e| OpeError::Store { message: format!("{e:#}") })?;
+    progress("reading the exposure log");
+    let log = load_experiment_log(&db, source, crate::store::now())?;
+    let report = experiment_report(args, &db, &log)?;
+    let text = if args.json {
+        let mut s = serde_json::to_string_pretty(&ExperimentReport { report: &report, source: &log.info })
+            .context("serialising the report")?;
+        s.push('\n');
+        s
+    } else {
+        let mut s = render_source(&log.info);
+        s.push_str(&render_table(&report));
+        s
+    };
+    print(&text)
+}
+
+/// The JSON report of an experiment log: the OPE report with the `source` it was computed on.
+#[derive(Debug, Serialize)]
+struct ExperimentReport<'a> {
+    #[serde(flatten)]
+    report: &'a OpeReport,
+    source: &'a ExperimentLogInfo,
+}
+
+/// The target policy for an experiment's log (snapshots are read from `db`).
+pub fn experiment_target(
+    spec: &TargetSpec,
+    db: &crate::store::Db,
+    log: &ExperimentLog,
+    seed: u64,
+) -> Result<Box<dyn TargetPolicy>, OpeError> {
+    match spec {
+        TargetSpec::Snapshot(policy_version) => Ok(Box::new(snapshot_policy(db, log, *policy_version)?)),
+        TargetSpec::Bts => Err(OpeError::TargetNotApplicable {
+            target: spec.to_string(),
+            source_kind: "an experiment's exposure log",
+            reason: "bts is Thompson sampling over an Open Bandit Dataset slate; evaluate the experiment's own \
+                     Thompson policy with --target snapshot"
+                .into(),
+        }),
+        _ => spec.build(&log.data, seed),
+    }
+}
+
+/// The report `strategist ope --logged experiment:KEY` prints. The reward model also uses the
+/// numeric context attributes (business features such as a cart value, unlike OBD's affinities).
+pub fn experiment_report(args: &OpeArgs, db: &crate::store::Db, log: &ExperimentLog) -> Result<OpeReport, OpeError> {
+    progress("building the target policy");
+    let target = experiment_target(&args.target, db, log, args.seed)?;
+    let mut config = OpeConfig::with_seed(args.seed, args.bootstrap, args.folds);
+    config.reward_model.use_numeric = true;
+    evaluate_with_progress(&log.data, target.as_ref(), &config, &mut progress)
 }
 
 /// Evaluates `args.target` on already-loaded `data` and prints the result (table or JSON).
@@ -111,6 +210,10 @@ pub fn run_with_data(args: &OpeArgs, data: &LoggedData) -> anyhow::Result<()> {
     } else {
         render_table(&report)
     };
+    print(&text)
+}
+
+fn print(text: &str) -> anyhow::Result<()> {
     let mut out = std::io::stdout().lock();
     out.write_all(text.as_bytes()).and_then(|()| out.flush()).context("writing the report")
 }
@@ -121,6 +224,28 @@ pub fn report(args: &OpeArgs, data: &LoggedData) -> Result<OpeReport, OpeError> 
     let target = args.target.build(data, args.seed)?;
     let config = OpeConfig::with_seed(args.seed, args.bootstrap, args.folds);
     evaluate_with_progress(data, target.as_ref(), &config, &mut progress)
+}
+
+/// The lines above the table for an experiment log.
+pub fn render_source(info: &ExperimentLogInfo) -> String {
+    let mut s = String::new();
+    // Writing into a String cannot fail; the results are ignored for that reason.
+    let _ = writeln!(
+        s,
+        "experiment {} version {} | reward: {} within {} | {} mature exposures, {} left out as immature \
+         (created after {} UTC)",
+        info.experiment,
+        info.version,
+        info.metric,
+        info.window,
+        info.n_mature,
+        info.n_immature,
+        info.cutoff.format("%Y-%m-%d %H:%M:%S")
+    );
+    if !info.dropped_features.is_empty() {
+        let _ = writeln!(s, "context attributes left out (too many values): {}", info.dropped_features.join(", "));
+    }
+    s
 }
 
 fn interval(ci: [f64; 2]) -> String {
@@ -215,7 +340,7 @@ mod tests {
             "--json",
         ])
         .unwrap();
-        assert_eq!(a.logged, LoggedSource::Experiment("checkout".into()));
+        assert_eq!(a.logged, LoggedSource::Experiment(ExperimentRef { key: "checkout".into(), version: None }));
         assert_eq!(a.target, TargetSpec::Fixed(vec![("1".into(), 2.0), ("3".into(), 1.0)]));
         assert_eq!((a.seed, a.bootstrap, a.folds, a.json), (9, 50, 3, true));
         assert!(parse(&["--logged", "s3:x", "--target", "uniform"]).is_err());
@@ -223,12 +348,35 @@ mod tests {
     }
 
     #[test]
-    fn experiment_source_asks_for_a_database() {
-        let a = parse(&["--logged", "experiment:checkout", "--target", "bts"]).unwrap();
+    fn experiment_sources_and_store_targets_parse() {
+        let a =
+            parse(&["--logged", "experiment:checkout@3", "--target", "snapshot:2", "--database-url", "x.db"]).unwrap();
+        assert_eq!(a.logged, LoggedSource::Experiment(ExperimentRef { key: "checkout".into(), version: Some(3) }));
+        assert_eq!(a.target, TargetSpec::Snapshot(Some(2)));
+        assert_eq!(a.database_url.as_deref(), Some("x.db"));
+        let a = parse(&["--logged", "experiment:checkout", "--target", "arm:b"]).unwrap();
+        assert_eq!(a.logged, LoggedSource::Experiment(ExperimentRef { key: "checkout".into(), version: None }));
+        assert_eq!(a.target, TargetSpec::Arm("b".into()));
+        assert_eq!(
+            parse(&["--logged", "experiment:x", "--target", "snapshot"]).unwrap().target,
+            TargetSpec::Snapshot(None)
+        );
+        for bad in ["experiment:", "experiment:x@", "experiment:x@0", "experiment:x@v2", "experiment:@2"] {
+            assert!(parse(&["--logged", bad, "--target", "uniform"]).is_err(), "{bad}");
+        }
+        for bad in ["snapshot:", "snapshot:0", "snapshot:latest", "arm:"] {
+            assert!(parse(&["--logged", "experiment:x", "--target", bad]).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn snapshot_targets_do_not_apply_to_obd_logs() {
+        let path = reference_dir().join("obd/random/men/men.csv");
+        let arg = format!("obd:{}", path.display());
+        let a = parse(&["--logged", &arg, "--target", "snapshot", "--bootstrap", "0"]).unwrap();
         let err = run(&a).unwrap_err();
-        let ope = err.downcast_ref::<OpeError>().map(OpeError::code);
-        assert_eq!(ope, Some("ope_needs_database"));
-        assert!(err.to_string().contains("needs a database: pass --database-url"));
+        assert_eq!(err.downcast_ref::<OpeError>().map(OpeError::code), Some("ope_target_not_applicable"));
+        assert!(err.to_string().contains("[ope_target_not_applicable]"), "{err:#}");
     }
 
     #[test]

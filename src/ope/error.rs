@@ -35,9 +35,28 @@ pub enum OpeError {
     /// The reward model could not be fitted.
     #[error("reward model fit failed: {message}")]
     ModelFit { message: String },
-    /// The logged data lives in the platform's store, which this call has no access to.
-    #[error("--logged experiment:{key} needs a database: pass --database-url (or set DATABASE_URL)")]
-    NeedsDatabase { key: String },
+    /// `--logged experiment:KEY` names no experiment in the store.
+    #[error("no experiment `{key}` in the store")]
+    UnknownExperiment { key: String },
+    /// `--logged experiment:KEY@VERSION` names a version the experiment does not have.
+    #[error("experiment `{key}` has no version {version} (its current version is {current})")]
+    UnknownVersion { key: String, version: i32, current: i32 },
+    /// A `snapshot:N` target names no policy snapshot of the experiment.
+    #[error("experiment `{key}` has no policy snapshot {policy_version}")]
+    UnknownSnapshot { key: String, policy_version: String },
+    /// Every exposure of the experiment version is still inside its attribution window (or
+    /// there is none).
+    #[error(
+        "experiment `{key}` version {version} has no mature exposure ({immature} still inside the `{window}` \
+         attribution window of `{metric}`)"
+    )]
+    NoMatureExposures { key: String, version: i32, immature: i64, metric: String, window: String },
+    /// The target policy cannot be evaluated on this kind of logged data.
+    #[error("--target {target} does not apply to {source_kind}: {reason}")]
+    TargetNotApplicable { target: String, source_kind: &'static str, reason: String },
+    /// The store could not be opened or read, or holds data this room cannot use.
+    #[error("store: {message}")]
+    Store { message: String },
 }
 
 impl OpeError {
@@ -52,8 +71,19 @@ impl OpeError {
             OpeError::InvalidConfig { .. } => "ope_invalid_config",
             OpeError::CannotCompute { .. } => "ope_cannot_compute",
             OpeError::ModelFit { .. } => "ope_model_fit",
-            OpeError::NeedsDatabase { .. } => "ope_needs_database",
+            OpeError::UnknownExperiment { .. } => "ope_unknown_experiment",
+            OpeError::UnknownVersion { .. } => "ope_unknown_version",
+            OpeError::UnknownSnapshot { .. } => "ope_unknown_snapshot",
+            OpeError::NoMatureExposures { .. } => "ope_no_mature_exposures",
+            OpeError::TargetNotApplicable { .. } => "ope_target_not_applicable",
+            OpeError::Store { .. } => "ope_store",
         }
+    }
+}
+
+impl From<crate::store::StoreError> for OpeError {
+    fn from(e: crate::store::StoreError) -> Self {
+        OpeError::Store { message: e.to_string() }
     }
 }
 
@@ -63,9 +93,9 @@ mod tests {
 
     #[test]
     fn codes_are_stable_and_messages_name_the_cause() {
-        let e = OpeError::NeedsDatabase { key: "checkout".into() };
-        assert_eq!(e.code(), "ope_needs_database");
-        assert!(e.to_string().contains("needs a database: pass --database-url"));
+        let e = OpeError::UnknownExperiment { key: "checkout".into() };
+        assert_eq!(e.code(), "ope_unknown_experiment");
+        assert!(e.to_string().contains("no experiment `checkout`"));
         let e = OpeError::CannotCompute { what: "snipw", reason: "every importance weight is zero".into() };
         assert_eq!(e.code(), "ope_cannot_compute");
         assert!(e.to_string().starts_with("cannot compute snipw"));

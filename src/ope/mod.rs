@@ -4,11 +4,13 @@
 //! The pieces, in the order [`evaluate()`] uses them:
 //!
 //! - [`LoggedData`] holds the logged rows (context features, action, slate position, reward,
-//!   propensity). [`load_obd`] fills it from an Open Bandit Dataset CSV; a store-backed
-//!   loader (the platform's exposure log) fills it through [`LoggedDataBuilder`].
+//!   propensity). [`load_obd`] fills it from an Open Bandit Dataset CSV;
+//!   [`platform::load_experiment_log`] from the platform's own exposure log in the store, both
+//!   through [`LoggedDataBuilder`].
 //! - [`TargetPolicy`] gives the target policy's action distribution for every logged row and
-//!   position: [`UniformPolicy`], [`PositionTablePolicy`] (fixed weights, an action
-//!   distribution CSV, or Bernoulli Thompson sampling fitted by [`fit_bernoulli_ts`]).
+//!   position: [`UniformPolicy`], [`PositionTablePolicy`] (fixed weights, one arm, an action
+//!   distribution CSV, Bernoulli Thompson sampling fitted by [`fit_bernoulli_ts`], or a policy
+//!   snapshot of the platform read by [`platform::snapshot_policy`]).
 //! - [`reward_model`] fits a cross-fitted, L2-regularised logistic (or linear) regression of the
 //!   reward on context, action and position, for the direct method and doubly robust.
 //! - [`estimators`] holds the pure estimator formulas (DM, IPW, SNIPW, DR, Switch-DR), their
@@ -17,7 +19,8 @@
 //! - [`cli`] is the `strategist ope` subcommand.
 //!
 //! Pure computation: no clock, no global RNG (every random step takes a seed), no I/O except
-//! the CSV loaders in [`obd`] and [`target`] and the printing in [`cli`].
+//! the CSV loaders in [`obd`] and [`target`], the store reads in [`platform`] (which take the
+//! time as an argument) and the printing in [`cli`].
 
 pub mod bootstrap;
 pub mod cli;
@@ -27,6 +30,7 @@ mod error;
 pub mod estimators;
 pub mod evaluate;
 pub mod obd;
+pub mod platform;
 pub mod reward_model;
 mod seed;
 pub mod target;

@@ -2,12 +2,13 @@
 //! distribution `π(· | x_i, k_i)` over all actions for every logged row `i` at that row's
 //! position `k_i`.
 //!
-//! [`TargetPolicy`] is the one contract; a policy snapshot from the store can implement it
-//! later. Provided here: [`UniformPolicy`]; [`PositionTablePolicy`], a context-free
-//! distribution per position, built from fixed weights, from an action-distribution CSV, or by
-//! [`fit_bernoulli_ts`] (Bernoulli Thompson sampling as the Open Bandit Pipeline's
-//! `BernoulliTS.compute_batch_action_dist` computes it); and [`TargetSpec`], the CLI's
-//! `uniform|dist:PATH.csv|bts|fixed:item=w,...` syntax.
+//! [`TargetPolicy`] is the one contract. Provided here: [`UniformPolicy`];
+//! [`PositionTablePolicy`], a context-free distribution per position, built from fixed weights
+//! (or one arm), from an action-distribution CSV, or by [`fit_bernoulli_ts`] (Bernoulli
+//! Thompson sampling as the Open Bandit Pipeline's `BernoulliTS.compute_batch_action_dist`
+//! computes it); and [`TargetSpec`], the CLI's
+//! `uniform|dist:PATH.csv|bts|fixed:item=w,...|arm:KEY|snapshot[:N]` syntax. A platform policy
+//! snapshot becomes a [`PositionTablePolicy`] in [`super::platform::snapshot_policy`].
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -366,13 +367,21 @@ pub(crate) fn worker_count(requested: usize) -> usize {
     }
 }
 
-/// The CLI's target-policy syntax: `uniform`, `dist:PATH.csv`, `bts` or `fixed:item=w,...`.
+/// The CLI's target-policy syntax: `uniform`, `dist:PATH.csv`, `bts`, `fixed:item=w,...`,
+/// `arm:KEY`, `snapshot` or `snapshot:N`.
 #[derive(Debug, Clone, PartialEq)]
 pub enum TargetSpec {
     Uniform,
     Dist(PathBuf),
+    /// Bernoulli Thompson sampling fitted on the logged data (Open Bandit Dataset logs only).
     Bts,
     Fixed(Vec<(String, f64)>),
+    /// Always this action (arm or item), at every position.
+    Arm(String),
+    /// A policy snapshot of the logged experiment: its latest for the logged version (`None`)
+    /// or the one with this policy version. Needs the store: resolved by
+    /// [`super::platform::snapshot_policy`], not by [`TargetSpec::build`].
+    Snapshot(Option<i64>),
 }
 
 impl FromStr for TargetSpec {
@@ -392,6 +401,23 @@ impl FromStr for TargetSpec {
             }
             return Ok(Self::Dist(PathBuf::from(path)));
         }
+        if s == "snapshot" {
+            return Ok(Self::Snapshot(None));
+        }
+        if let Some(n) = s.strip_prefix("snapshot:") {
+            let n =
+                n.trim().parse::<i64>().ok().filter(|n| *n > 0).ok_or_else(|| {
+                    format!("snapshot:{n} needs a policy version (a positive integer), as in snapshot:3")
+                })?;
+            return Ok(Self::Snapshot(Some(n)));
+        }
+        if let Some(key) = s.strip_prefix("arm:") {
+            let key = key.trim();
+            if key.is_empty() {
+                return Err("arm: needs an arm key, as in arm:control".into());
+            }
+            return Ok(Self::Arm(key.to_string()));
+        }
         if let Some(list) = s.strip_prefix("fixed:") {
             let mut weights = Vec::new();
             for part in list.split(',').map(str::trim).filter(|p| !p.is_empty()) {
@@ -409,7 +435,10 @@ impl FromStr for TargetSpec {
             }
             return Ok(Self::Fixed(weights));
         }
-        Err(format!("unknown target policy {s:?}: expected uniform, dist:PATH.csv, bts or fixed:item=w,..."))
+        Err(format!(
+            "unknown target policy {s:?}: expected uniform, dist:PATH.csv, bts, fixed:item=w,..., arm:KEY, \
+             snapshot or snapshot:N"
+        ))
     }
 }
 
@@ -419,6 +448,9 @@ impl fmt::Display for TargetSpec {
             Self::Uniform => write!(f, "uniform"),
             Self::Dist(path) => write!(f, "dist:{}", path.display()),
             Self::Bts => write!(f, "bts"),
+            Self::Arm(key) => write!(f, "arm:{key}"),
+            Self::Snapshot(None) => write!(f, "snapshot"),
+            Self::Snapshot(Some(n)) => write!(f, "snapshot:{n}"),
             Self::Fixed(weights) => {
                 write!(f, "fixed:")?;
                 for (i, (item, w)) in weights.iter().enumerate() {
@@ -435,6 +467,7 @@ impl fmt::Display for TargetSpec {
 
 impl TargetSpec {
     /// Builds the policy for `data` (Thompson sampling is fitted on `data` with `seed`).
+    /// Snapshot targets need the store: here they are [`OpeError::TargetNotApplicable`].
     ///
     /// A Thompson sampling policy fitted on the very logs it is evaluated on favours the items
     /// that happened to be clicked there, so its estimated value is optimistic; to evaluate it
@@ -442,6 +475,21 @@ impl TargetSpec {
     pub fn build(&self, data: &LoggedData, seed: u64) -> Result<Box<dyn TargetPolicy>, OpeError> {
         Ok(match self {
             Self::Uniform => Box::new(UniformPolicy),
+            Self::Arm(key) => {
+                let a = data.action_index(key).ok_or_else(|| OpeError::InvalidPolicy {
+                    message: format!("unknown arm {key:?} (actions: {})", data.action_labels().join(", ")),
+                })?;
+                let mut weights = vec![0.0; data.n_actions()];
+                weights[a] = 1.0;
+                Box::new(PositionTablePolicy::from_weights(self.to_string(), &weights, data.n_positions())?)
+            }
+            Self::Snapshot(_) => {
+                return Err(OpeError::TargetNotApplicable {
+                    target: self.to_string(),
+                    source_kind: "these logged data",
+                    reason: "a policy snapshot is read from the store: use --logged experiment:KEY".into(),
+                })
+            }
             Self::Dist(path) => Box::new(PositionTablePolicy::from_csv(path, data)?),
             Self::Bts => Box::new(fit_bernoulli_ts(data, &BernoulliTsConfig { seed, ..BernoulliTsConfig::default() })?),
             Self::Fixed(pairs) => {
@@ -516,6 +564,23 @@ mod tests {
         assert!("fixed:".parse::<TargetSpec>().is_err());
         assert!("greedy".parse::<TargetSpec>().is_err());
         assert_eq!("dist:a.csv".parse::<TargetSpec>(), Ok(TargetSpec::Dist("a.csv".into())));
+    }
+
+    #[test]
+    fn arm_spec_always_picks_the_arm_and_snapshot_needs_the_store() {
+        let d = slate_data();
+        let spec: TargetSpec = "arm:2".parse().unwrap();
+        assert_eq!(spec.to_string(), "arm:2");
+        let p = spec.build(&d, 0).unwrap();
+        let mut out = vec![0.0; 3];
+        p.action_probs(&d, 1, &mut out).unwrap();
+        assert_eq!(out, vec![0.0, 0.0, 1.0]);
+        let err = "arm:9".parse::<TargetSpec>().unwrap().build(&d, 0).err().map(|e| e.code());
+        assert_eq!(err, Some("ope_invalid_policy"));
+        assert_eq!("snapshot".parse::<TargetSpec>(), Ok(TargetSpec::Snapshot(None)));
+        assert_eq!("snapshot:12".parse::<TargetSpec>().map(|s| s.to_string()), Ok("snapshot:12".into()));
+        let err = TargetSpec::Snapshot(None).build(&d, 0).err().map(|e| e.code());
+        assert_eq!(err, Some("ope_target_not_applicable"));
     }
 
     #[test]

@@ -5,6 +5,7 @@
 //! reports the driver's own message.
 
 pub mod analysis;
+pub mod export;
 pub mod models;
 pub mod partitions;
 pub mod queries;

@@ -9,5 +9,6 @@ mod durability;
 mod errors;
 mod experiments;
 mod learning;
+mod ope_log;
 mod ops;
 mod rewards;

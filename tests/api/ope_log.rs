@@ -1,0 +1,283 @@
+//! `strategist ope --logged experiment:KEY`: real experiments run through the HTTP API, then
+//! the real binary evaluates target policies on their exposure logs in the same store.
+
+use std::collections::HashMap;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use diesel::RunQueryDsl;
+use serde_json::{json, Value};
+use strategist::store::export::{self, RewardRule};
+use strategist::store::models::RewardRow;
+use strategist::store::schema::rewards;
+use strategist::store::{Db, StoreError};
+
+use crate::helpers::{definition, spawn_app, Backend, TestApp};
+use crate::on_both_backends;
+
+/// Attribution window of the experiments below: long enough to send the rewards, short enough
+/// to wait for.
+const WINDOW: Duration = Duration::from_secs(3);
+
+fn insert_reward(db: &Db, row: &RewardRow) -> Result<(), StoreError> {
+    strategist::db_run!(db, |conn| {
+        diesel::insert_into(rewards::table).values(row).execute(conn)?;
+        Ok(())
+    })
+}
+
+/// What `strategist ope` did: success, stdout as JSON (Null if not JSON), stderr.
+struct Run {
+    ok: bool,
+    out: Value,
+    err: String,
+}
+
+/// Runs the binary off the test's runtime thread, so the HTTP client's connection pool on
+/// that thread keeps running while the command does.
+async fn ope(app: &TestApp, logged: &str, target: &str, extra: &[&str]) -> Run {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_strategist"));
+    cmd.args(["ope", "--logged", logged, "--target", target, "--json", "--database-url", &app.db_url]).args(extra);
+    let out = actix_web::rt::task::spawn_blocking(move || cmd.output().expect("run strategist")).await.unwrap();
+    Run {
+        ok: out.status.success(),
+        out: serde_json::from_slice(&out.stdout).unwrap_or(Value::Null),
+        err: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// Runs `ope` and expects a report.
+async fn report(app: &TestApp, logged: &str, target: &str) -> Value {
+    let run = ope(app, logged, target, &["--bootstrap", "0"]).await;
+    assert!(run.ok, "ope {logged} {target}: {}", run.err);
+    run.out
+}
+
+/// Runs `ope` and expects a failure with this code, on stdout (JSON) and stderr.
+async fn failure(app: &TestApp, logged: &str, target: &str, code: &str) -> String {
+    let run = ope(app, logged, target, &["--bootstrap", "0"]).await;
+    assert!(!run.ok, "ope {logged} {target} should fail with {code}: {}", run.out);
+    assert_eq!(run.out["error"], code, "{}", run.err);
+    assert!(run.err.contains(&format!("[{code}]")), "{}", run.err);
+    run.out["message"].as_str().unwrap_or_default().to_string()
+}
+
+fn estimate(report: &Value, estimator: &str) -> f64 {
+    report["estimators"][estimator]["estimate"].as_f64().unwrap()
+}
+
+fn ci95(report: &Value, estimator: &str) -> (f64, f64) {
+    let ci = &report["estimators"][estimator]["ci95"];
+    (ci[0].as_f64().unwrap(), ci[1].as_f64().unwrap())
+}
+
+fn close(a: f64, b: f64) -> bool {
+    (a - b).abs() <= 1e-9 * b.abs().max(1.0)
+}
+
+/// One logged decision as the test saw it.
+struct Decision {
+    arm: String,
+    reward: f64,
+}
+
+/// Assigns units `from..to` of the weighted conversion experiment `key`, with contexts; sends
+/// conversions (arm a 10%, b 30%, c 50% by unit number, some duplicated, some explicit zeros).
+async fn run_conversion_traffic(
+    app: &TestApp,
+    key: &str,
+    units: std::ops::Range<usize>,
+    reward: bool,
+) -> Vec<Decision> {
+    let requests: Vec<Value> = units
+        .clone()
+        .map(|u| {
+            let mut context = json!({"segment": if u % 3 == 0 { "new" } else { "returning" }, "mobile": u % 2 == 0});
+            if u % 4 != 0 {
+                context["cart"] = json!(10.0 + (u % 7) as f64);
+            }
+            json!({"experiment": key, "unit_id": format!("u-{u}"), "context": context})
+        })
+        .collect();
+    let (s, v) =
+        app.request("POST", "/v1/assign/batch", Some(&app.assign_key), Some(&json!({"requests": requests}))).await;
+    assert_eq!(s, 200, "{v}");
+    let mut decisions = Vec::new();
+    let mut rewards = Vec::new();
+    for (u, d) in units.zip(v["results"].as_array().unwrap()) {
+        assert_eq!(d["logged"], true, "{d}");
+        let arm = d["arm"].as_str().unwrap().to_string();
+        let converts = match arm.as_str() {
+            "a" => u % 10 == 0,
+            "b" => u % 10 < 3,
+            _ => u % 2 == 0,
+        };
+        if reward && converts {
+            rewards.push(json!({"exposure_id": d["exposure_id"], "metric": "purchase", "value": 1, "idempotency_key": format!("{key}-{u}")}));
+            if u % 3 == 0 {
+                // A second conversion of the same exposure still counts once.
+                rewards.push(json!({"exposure_id": d["exposure_id"], "metric": "purchase", "value": 1, "idempotency_key": format!("{key}-{u}-again")}));
+            }
+        } else if reward && u % 7 == 0 {
+            rewards.push(json!({"exposure_id": d["exposure_id"], "metric": "purchase", "value": 0, "idempotency_key": format!("{key}-{u}")}));
+        }
+        decisions.push(Decision { arm, reward: f64::from(u8::from(reward && converts)) });
+    }
+    app.reward_many(rewards).await;
+    decisions
+}
+
+async fn ope_on_the_platform_log_recovers_what_the_experiment_observed(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let window = format!("{}s", WINDOW.as_secs());
+    let mut def = definition("ope-log");
+    def["policy"] = json!({"kind": "fixed", "weights": {"a": 5.0, "b": 3.0, "c": 2.0}});
+    def["primary_metric"] = json!({"name": "purchase", "kind": "conversion", "window": window});
+    def["guardrails"] = json!([]);
+    app.create_experiment(&def).await;
+    let mut uniform = definition("ope-uniform");
+    uniform["primary_metric"] = json!({"name": "revenue", "kind": "revenue", "window": window});
+    uniform["guardrails"] = json!([]);
+    app.create_experiment(&uniform).await;
+    let mut fresh = definition("ope-fresh");
+    fresh["guardrails"] = json!([]);
+    app.create_experiment(&fresh).await;
+
+    let decisions = run_conversion_traffic(&app, "ope-log", 0..240, true).await;
+    let answers = app.assign_many("ope-uniform", (0..90).map(|u| format!("v-{u}"))).await;
+    let mut revenue = Vec::new();
+    let mut total = 0.0;
+    for (u, d) in answers.iter().enumerate() {
+        // Revenue sums over the exposure's rewards: 12.5 from two rewards, 4 from one, or 0.
+        let values: &[f64] = match u % 3 {
+            0 => &[10.0, 2.5],
+            1 => &[4.0],
+            _ => &[],
+        };
+        for (i, v) in values.iter().enumerate() {
+            total += v;
+            revenue.push(json!({"exposure_id": d["exposure_id"], "metric": "revenue", "value": v, "idempotency_key": format!("rev-{u}-{i}")}));
+        }
+    }
+    app.reward_many(revenue).await;
+    app.assign_many("ope-fresh", (0..3).map(|u| format!("f-{u}"))).await;
+    let sent = Instant::now();
+    actix_web::rt::time::sleep(WINDOW + Duration::from_millis(400)).await;
+    assert!(sent.elapsed() > WINDOW);
+
+    // The logging policy evaluated on itself: every importance weight is 1.
+    let n = decisions.len() as f64;
+    let mean_conversion = decisions.iter().map(|d| d.reward).sum::<f64>() / n;
+    let r = report(&app, "experiment:ope-log", "snapshot").await;
+    assert_eq!(r["n"], 240);
+    assert_eq!(r["source"]["n_mature"], 240);
+    assert_eq!(r["source"]["n_immature"], 0);
+    assert_eq!(r["source"]["version"], 1);
+    assert_eq!(r["source"]["metric"], "purchase");
+    assert_eq!(r["source"]["categorical_features"], json!(["mobile", "segment"]));
+    assert_eq!(r["source"]["numeric_features"], json!(["cart", "cart:missing"]));
+    assert!(close(r["on_policy_value"].as_f64().unwrap(), mean_conversion), "{r}");
+    assert!(close(estimate(&r, "ipw"), mean_conversion) && close(estimate(&r, "snipw"), mean_conversion), "{r}");
+    assert!(close(r["max_weight"].as_f64().unwrap(), 1.0) && close(r["ess"].as_f64().unwrap(), n), "{r}");
+    assert!(r["target"].as_str().unwrap().starts_with("snapshot:1"), "{r}");
+    let by_number = report(&app, "experiment:ope-log@1", "snapshot:1").await;
+    assert_eq!(estimate(&by_number, "ipw"), estimate(&r, "ipw"));
+
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_strategist"));
+    cmd.args(["ope", "--logged", "experiment:ope-log", "--target", "snapshot", "--bootstrap", "0"])
+        .args(["--database-url", &app.db_url]);
+    let table = actix_web::rt::task::spawn_blocking(move || cmd.output().expect("run strategist")).await.unwrap();
+    let text = String::from_utf8_lossy(&table.stdout);
+    assert!(table.status.success(), "{}", String::from_utf8_lossy(&table.stderr));
+    assert!(text.contains("experiment ope-log version 1") && text.contains("240 mature exposures"), "{text}");
+    assert!(text.contains("Switch-DR"), "{text}");
+
+    // Always one arm: SNIPW is that arm's observed conversion rate, inside both intervals.
+    let mut per_arm: HashMap<&str, (f64, f64)> = HashMap::new();
+    for d in &decisions {
+        let e = per_arm.entry(d.arm.as_str()).or_default();
+        e.0 += 1.0;
+        e.1 += d.reward;
+    }
+    for arm in ["a", "b", "c"] {
+        let (shown, converted) = per_arm[arm];
+        assert!(shown > 10.0, "arm {arm} drawn {shown} times");
+        let rate = converted / shown;
+        let r = report(&app, "experiment:ope-log", &format!("arm:{arm}")).await;
+        assert!(close(estimate(&r, "snipw"), rate), "arm {arm}: rate {rate}, {r}");
+        for est in ["ipw", "snipw"] {
+            let (lo, hi) = ci95(&r, est);
+            assert!(lo <= rate && rate <= hi, "arm {arm} {est}: rate {rate} outside [{lo}, {hi}]");
+        }
+    }
+
+    // Uniform on a uniform log: the mean revenue (rewards summed per exposure).
+    let run = ope(&app, "experiment:ope-uniform", "uniform", &["--bootstrap", "100"]).await;
+    assert!(run.ok, "{}", run.err);
+    let r = run.out;
+    let mean = total / 90.0;
+    assert_eq!(r["n"], 90);
+    assert_eq!(r["source"]["metric_kind"], "revenue");
+    assert_eq!(r["reward_model"], "linear");
+    for est in ["ipw", "snipw"] {
+        assert!(close(estimate(&r, est), mean), "{est}: {} vs {mean}", estimate(&r, est));
+    }
+    assert!(r["estimators"]["dr"]["bootstrap_ci95"].is_array(), "{r}");
+
+    // Errors name their cause with a stable code.
+    let message = failure(&app, "experiment:nope", "uniform", "ope_unknown_experiment").await;
+    assert!(message.contains("`nope`"), "{message}");
+    failure(&app, "experiment:ope-log@7", "uniform", "ope_unknown_version").await;
+    failure(&app, "experiment:ope-log", "snapshot:99", "ope_unknown_snapshot").await;
+    failure(&app, "experiment:ope-log", "bts", "ope_target_not_applicable").await;
+    let message = failure(&app, "experiment:ope-log", "arm:zzz", "ope_invalid_policy").await;
+    assert!(message.contains("zzz"), "{message}");
+    let message = failure(&app, "experiment:ope-fresh", "uniform", "ope_no_mature_exposures").await;
+    assert!(message.contains("3 still inside"), "{message}");
+    let run = ope(&app, "experiment:ope-log", "greedy", &[]).await;
+    assert!(!run.ok && run.err.contains("unknown target policy"), "{}", run.err);
+
+    // The store's export reads the same rows whatever its page size, and ignores a reward
+    // stored after the attribution window (as a later, shorter window would leave one).
+    let id = strategist::store::queries::get_experiment(&app.db, "ope-log").unwrap().row.id;
+    let rule = RewardRule { metric: "purchase", binary: true, window: chrono::Duration::from_std(WINDOW).unwrap() };
+    let cutoff = strategist::store::now() - rule.window;
+    let read = |page_size| {
+        let mut rows = Vec::new();
+        export::for_each_exposure_paged(&app.db, id, 1, &rule, cutoff, page_size, |e| {
+            rows.push(e);
+            Ok::<(), StoreError>(())
+        })
+        .unwrap();
+        rows
+    };
+    let all = read(export::EXPORT_PAGE_SIZE);
+    assert_eq!(all.len(), 240);
+    assert_eq!(read(7), all);
+    let unconverted = all.iter().find(|e| e.reward == 0.0).unwrap();
+    let late = RewardRow {
+        id: "late-reward".into(),
+        exposure_id: unconverted.id.clone(),
+        experiment_id: id,
+        version: 1,
+        arm: unconverted.arm.clone(),
+        metric: "purchase".into(),
+        value: 1.0,
+        raw_value: 1.0,
+        idempotency_key: "late-reward".into(),
+        exposure_created_at: unconverted.created_at,
+        created_at: unconverted.created_at + chrono::Duration::seconds(10),
+    };
+    insert_reward(&app.db, &late).unwrap();
+    let again = read(50);
+    assert_eq!(again, all, "a reward after the window changes nothing");
+    let r = report(&app, "experiment:ope-log", "snapshot").await;
+    assert!(close(estimate(&r, "ipw"), mean_conversion), "{r}");
+
+    // Exposures whose window is still open are left out and counted.
+    run_conversion_traffic(&app, "ope-log", 1000..1007, false).await;
+    let r = report(&app, "experiment:ope-log", "uniform").await;
+    assert_eq!(r["n"], 240);
+    assert_eq!(r["source"]["n_immature"], 7);
+}
+on_both_backends!(ope_on_the_platform_log_recovers_what_the_experiment_observed);
