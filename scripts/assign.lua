@@ -12,8 +12,9 @@
 --
 -- Environment (read in each thread):
 --   STRATEGIST_KEY   the API key with scope `assign` (required)
---   ASSIGN_IDS_DIR   if set, every returned exposure_id is written to
---                    ASSIGN_IDS_DIR/ids-<thread>.txt (the load test checks each is stored)
+--   ASSIGN_IDS_DIR   if set, every returned exposure_id is written, with its experiment, to
+--                    ASSIGN_IDS_DIR/ids-<thread>.txt as "ID EXPERIMENT" lines (the load
+--                    test checks each id is stored, then reports rewards against them)
 --   ASSIGN_READ      if set to 1 (or ASSIGN_IDS_DIR is set), each answer is parsed to count
 --                    logged / unlogged answers. Otherwise no `response` callback is defined,
 --                    so wrk hands no answer to Lua: the generator then costs about what it
@@ -118,7 +119,7 @@ local function read_answer(status, hdrs, body)
       local id = string.match(body, '"exposure_id":"([^"]+)"')
       if id then
          logged = logged + 1
-         ids_file:write(id, "\n")
+         ids_file:write(id, " ", string.match(body, '"experiment":"([^"]+)"') or "?", "\n")
       else
          unlogged = unlogged + 1
       end

@@ -4,7 +4,8 @@
 #
 #   scripts/loadtest.sh [--backend postgres|sqlite] [--duration SECONDS] [--connections N]
 #                       [--runs N] [--warmup SECONDS] [--out FILE] [--no-build]
-#                       [--no-verify-ids] [--verify-seconds N] [--wait-idle SECONDS]
+#                       [--no-verify-ids] [--verify-seconds N] [--rewards-seconds N]
+#                       [--wait-idle SECONDS]
 #                       [-- EXTRA SERVE FLAGS...]
 #
 # Builds the release binary (honours CARGO_TARGET_DIR), creates a fresh store (a new
@@ -17,7 +18,10 @@
 # counted (it counts after the commit, before answering), and, in a separate run at the
 # end whose answers wrk parses (--verify-seconds, default 5), every exposure id returned
 # by a logged answer is stored. The measured runs do not parse answers in Lua, so the load
-# generator costs about as much per request as it does for the ceiling.
+# generator costs about as much per request as it does for the ceiling. Then, against the
+# exposures of that verification run, it drives `POST /v1/rewards` (scripts/rewards.lua,
+# --rewards-seconds, default 10; 0 skips it) and checks that the rows in `rewards` equal
+# the rewards the server acknowledged as stored.
 # Before each measured wrk run it waits (up to --wait-idle seconds, default 60) for a
 # second in which other processes use under 0.2 cores, since wrk and the server share the
 # machine; the report gives, per run, the CPU other processes took anyway.
@@ -36,6 +40,7 @@ OUT=""
 BUILD=1
 VERIFY_IDS=1
 VERIFY_SECONDS=5
+REWARDS_SECONDS=10
 WAIT_IDLE=60
 EXTRA=()
 THREADS=${WRK_THREADS:-1}
@@ -53,6 +58,7 @@ while [ $# -gt 0 ]; do
         --no-build) BUILD=0; shift ;;
         --no-verify-ids) VERIFY_IDS=0; shift ;;
         --verify-seconds) VERIFY_SECONDS=$2; shift 2 ;;
+        --rewards-seconds) REWARDS_SECONDS=$2; shift 2 ;;
         --wait-idle) WAIT_IDLE=$2; shift 2 ;;
         -h|--help) usage; exit 0 ;;
         --) shift; EXTRA=("$@"); break ;;
@@ -295,13 +301,24 @@ if [ "$VERIFY_IDS" = 1 ] && [ "$VERIFY_SECONDS" -gt 0 ]; then
     TOTAL_NON2XX=$((TOTAL_NON2XX + $(field "$VERIFY_LINE" non2xx)))
     WRK_RUNS=$((WRK_RUNS + 1))
 fi
+REWARDS_LINE=""
+if [ -n "$VERIFY_LINE" ] && [ "$REWARDS_SECONDS" -gt 0 ]; then
+    cat "$WORK"/ids/*.txt >"$WORK/reward-ids.txt"
+    log "POST /v1/rewards, ${REWARDS_SECONDS}s, $CONNECTIONS connections, against the verification run's exposures"
+    wait_idle
+    REWARDS_LINE=$(REWARD_IDS="$WORK/reward-ids.txt" wrk_run rewards "$REWARDS_SECONDS" -s scripts/rewards.lua "$BASE/v1/rewards")
+    echo "  rewards: $REWARDS_LINE" >&2
+    TOTAL_NON2XX=$((TOTAL_NON2XX + $(field "$REWARDS_LINE" non2xx)))
+fi
+SERVER_REWARDS=$(curl -fsS "$BASE/metrics" | awk 'index($1, "strategist_rewards_total{") == 1 && $1 ~ /outcome="stored"/ { s += $2 } END { printf "%.0f\n", s + 0 }')
 SERVER_LOGGED=$(metric_all strategist_decisions_total)
 log "stopping the server (graceful) before counting"
 stop_server
 STORED=$(sql "SELECT count(*) FROM exposures" | tr -d '[:space:]')
+STORED_REWARDS=$(sql "SELECT count(*) FROM rewards" | tr -d '[:space:]')
 MISSING="not checked"
 if [ "$VERIFY_IDS" = 1 ]; then
-    cat "$WORK"/ids/*.txt 2>/dev/null | sort -u >"$WORK/returned-ids.txt" || true
+    cat "$WORK"/ids/*.txt 2>/dev/null | awk '{ print $1 }' | sort -u >"$WORK/returned-ids.txt" || true
     RETURNED=$(wc -l <"$WORK/returned-ids.txt" | tr -d ' ')
     if [ "$BACKEND" = postgres ]; then
         MISSING=$(psql -X -q -t -A -d "$DB_NAME" \
@@ -318,6 +335,7 @@ fi
 CHECK=ok
 if [ "$MISSING" != "not checked" ] && [ "$MISSING" != 0 ]; then CHECK="FAILED: $MISSING returned exposure ids are not stored"; fi
 if [ "$STORED" != "$SERVER_LOGGED" ]; then CHECK="FAILED: $STORED rows in exposures, but the server counted $SERVER_LOGGED logged decisions"; fi
+if [ "$STORED_REWARDS" != "$SERVER_REWARDS" ]; then CHECK="FAILED: $STORED_REWARDS rows in rewards, but the server acknowledged $SERVER_REWARDS as stored"; fi
 
 MEAN_BATCH=$(awk -v s="$BATCH_SUM" -v n="$BATCH_COUNT" 'BEGIN { printf "%.1f", n ? s / n : 0 }')
 MEAN_COMMIT=$(awk -v s="$COMMIT_SUM" -v n="$BATCH_COUNT" 'BEGIN { printf "%.3f", n ? 1000 * s / n : 0 }')
@@ -343,6 +361,10 @@ CPU=$(awk -F: '/model name/ { sub(/^ /, "", $2); print $2; exit }' /proc/cpuinfo
     echo "- /assign ÷ ceiling (throughput), per run: ${RATIOS[*]}; median **$(median "${RATIOS[@]}")** (median req/s: ceiling $(median "${CEIL_RPS[@]}"), assign $(median "${ASSIGN_RPS[@]}"); median p99: ceiling $(ms "$(median "${CEIL_P99[@]}")") ms, assign $(ms "$(median "${ASSIGN_P99[@]}")") ms)"
     echo "- CPU per request (median): ceiling $(median "${CEIL_CPU[@]}") µs ($([ "$BACKEND" = postgres ] && echo "server + Postgres" || echo server)); /assign $(median "${ASSIGN_SRV[@]}") µs in the server$([ "$BACKEND" = postgres ] && echo " + $(median "${ASSIGN_DB[@]}") µs in Postgres" || echo " (SQLite runs inside it)"). Other processes on the machine took $(median "${OTHER[@]}") cores (median over the runs; > 0 means the figures are disturbed)"
     echo "- log writer during /assign: $BATCH_COUNT group commits (~$COMMITS_PER_S/s), mean batch $MEAN_BATCH exposures, mean commit $MEAN_COMMIT ms"
+    if [ -n "$REWARDS_LINE" ]; then
+        echo "- POST /v1/rewards (${REWARDS_SECONDS}s, $CONNECTIONS connections, one new reward per request against logged exposures): $(field "$REWARDS_LINE" rps) req/s, p50 $(ms "$(field "$REWARDS_LINE" p50_us)") ms, p90 $(ms "$(field "$REWARDS_LINE" p90_us)") ms, p99 $(ms "$(field "$REWARDS_LINE" p99_us)") ms, p99.9 $(ms "$(field "$REWARDS_LINE" p999_us)") ms; $(field "$REWARDS_LINE" non2xx) non-2xx; server CPU $(field "$REWARDS_LINE" server_us) µs/req$([ "$BACKEND" = postgres ] && echo " + Postgres $(field "$REWARDS_LINE" db_us) µs/req"); ratio to the median ceiling $(awk -v a="$(field "$REWARDS_LINE" rps)" -v c="$(median "${CEIL_RPS[@]}")" 'BEGIN { printf "%.3f", a / c }')"
+    fi
+    echo "- rewards stored: $STORED_REWARDS rows; acknowledged as stored by the server: $SERVER_REWARDS"
     echo "- non-2xx responses in total: $TOTAL_NON2XX"
     echo "- exposures stored: $STORED; logged decisions counted by the server (after each commit, before the answer): $SERVER_LOGGED; verification run: $(field "$VERIFY_LINE" logged) logged answers parsed, returned ids missing from the store: $MISSING → **$CHECK**"
 } | tee "$WORK/report.md"

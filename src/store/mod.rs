@@ -176,9 +176,13 @@ impl Db {
         match url {
             DbUrl::Postgres(u) => {
                 PgConnection::establish(u).map_err(|e| StoreError::Connect(e.to_string()))?;
+                // No `SELECT 1` round trip on every checkout (r2d2's default): a connection
+                // that broke is found by its failing query, dropped by the pool
+                // (`has_broken`), and the caller sees the outage as usual.
                 let pool = Pool::builder()
                     .max_size(pool_size.max(2))
                     .min_idle(Some(1))
+                    .test_on_check_out(false)
                     .connection_timeout(Duration::from_secs(2))
                     .build_unchecked(ConnectionManager::<PgConnection>::new(u.clone()));
                 Ok(Db::Pg(pool))

@@ -392,15 +392,19 @@ pub fn insert_snapshot(
 /// One exposure by id. `created_at_hint` (from the UUIDv7 time) lets Postgres prune
 /// partitions; the lookup stays correct without it.
 pub fn find_exposure(db: &Db, id: &str, created_at_hint: Option<NaiveDateTime>) -> Result<ExposureRow, StoreError> {
+    // Two fixed statements rather than one boxed query: diesel keeps fixed statements
+    // prepared, so Postgres does not re-plan over every partition on each reward.
     db_run!(db, |conn| {
-        let mut q = exposures::table.filter(exposures::id.eq(id)).into_boxed();
-        if let Some(t) = created_at_hint {
+        Ok(match created_at_hint {
             // The id's clock and the row's clock are the same process's, a few ms apart.
-            q = q
+            Some(t) => exposures::table
+                .filter(exposures::id.eq(id))
                 .filter(exposures::created_at.ge(t - chrono::Duration::minutes(5)))
-                .filter(exposures::created_at.le(t + chrono::Duration::minutes(5)));
-        }
-        Ok(q.select(ExposureRow::as_select()).first(conn)?)
+                .filter(exposures::created_at.le(t + chrono::Duration::minutes(5)))
+                .select(ExposureRow::as_select())
+                .first(conn)?,
+            None => exposures::table.filter(exposures::id.eq(id)).select(ExposureRow::as_select()).first(conn)?,
+        })
     })
 }
 
