@@ -22,6 +22,8 @@
 --   ASSIGN_RESULT    if set, the summary line is appended to this file as well
 --   ASSIGN_MIX       shares of checkout,homepage,winback [default: 50,35,15], e.g. 100,0,0
 --                    for the non-sticky experiment alone
+--   ASSIGN_DELAY_MS  if set, each connection waits this long before each request (wrk's
+--                    `delay` hook): an offered rate of about connections / delay
 --
 -- The summary is one line starting with "RESULT", key=value pairs, latencies in µs.
 
@@ -127,6 +129,13 @@ local function read_answer(status, hdrs, body)
       logged = logged + 1
    else
       unlogged = unlogged + 1
+   end
+end
+
+local delay_ms = tonumber(os.getenv("ASSIGN_DELAY_MS") or "")
+if delay_ms then
+   function delay()
+      return math.floor(delay_ms + 0.5)
    end
 end
 

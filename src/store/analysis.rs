@@ -102,51 +102,128 @@ pub struct AllocationRow {
     pub expected: f64,
 }
 
-/// The aggregate over exposures of one experiment created in `(lo, hi]` (optionally of one
-/// version), grouped by (version, period = policy version, arm).
-fn cells_sql(pg: bool, metric: &MetricSource) -> String {
-    let (y, rewards_join) = match metric.per_unit_window {
-        None => (
-            if metric.binary { "(CASE WHEN r.top > 0 THEN 1.0 ELSE 0.0 END)" } else { "COALESCE(r.total, 0.0)" }
-                .to_string(),
-            "LEFT JOIN (SELECT exposure_id, SUM(value) AS total, MAX(value) AS top FROM rewards \
-             WHERE experiment_id = ? AND metric = ? AND exposure_created_at > ? AND exposure_created_at <= ? \
-             GROUP BY exposure_id) r ON r.exposure_id = e.id"
-                .to_string(),
-        ),
-        Some(_) => {
-            let cutoff = if pg {
-                "r.created_at <= e.created_at + make_interval(secs => ?)"
-            } else {
-                "julianday(r.created_at) <= julianday(e.created_at) + ? / 86400.0"
-            };
-            let agg = if metric.binary { "MAX" } else { "SUM" };
-            let sub = format!(
-                "(SELECT {agg}(r.value) FROM rewards r JOIN exposures u ON u.id = r.exposure_id \
-                 WHERE u.experiment_id = e.experiment_id AND u.version = e.version AND u.unit_hash = e.unit_hash \
-                 AND r.experiment_id = e.experiment_id AND r.metric = ? AND {cutoff})"
-            );
-            let y = if metric.binary {
-                format!("(CASE WHEN {sub} > 0 THEN 1.0 ELSE 0.0 END)")
-            } else {
-                format!("COALESCE({sub}, 0.0)")
-            };
-            (y, FIRST_EXPOSURE_JOIN.to_string())
+/// A value bound to a placeholder of the analyzer's SQL.
+#[derive(Debug, Clone)]
+enum Bind {
+    Int(i32),
+    Big(i64),
+    Real(f64),
+    Str(String),
+    Time(NaiveDateTime),
+}
+
+/// The aggregate over the exposures of one experiment version created in `(lo, hi]`,
+/// grouped by (version, period = policy version, arm), with its bound values in order.
+///
+/// Set-based on purpose: each exposure's outcome y and covariate x come from derived
+/// tables joined by exposure id, each bounded by constant time ranges, so the cost is
+/// linear in the exposures and rewards of the range whatever plan the database picks
+/// (correlated subqueries were quadratic when the planner's statistics were stale).
+fn cells_sql(
+    pg: bool,
+    experiment_id: i64,
+    version: i32,
+    metric: &MetricSource,
+    lo: NaiveDateTime,
+    hi: NaiveDateTime,
+) -> (String, Vec<Bind>) {
+    let mut binds = Vec::new();
+    let (first_join, ysub) = match metric.per_unit_window {
+        None => {
+            binds.extend([
+                Bind::Big(experiment_id),
+                Bind::Str(metric.name.to_string()),
+                Bind::Time(lo),
+                Bind::Time(hi),
+            ]);
+            (
+                "",
+                "SELECT exposure_id AS id, SUM(value) AS total, MAX(value) AS top FROM rewards \
+                 WHERE experiment_id = ? AND metric = ? AND exposure_created_at > ? AND exposure_created_at <= ? \
+                 GROUP BY exposure_id"
+                    .to_string(),
+            )
         }
-    };
-    let x = match metric.covariate {
-        None => "0.0".to_string(),
-        Some(_) => {
-            let from = if pg { "e.created_at - INTERVAL '30 days'" } else { "datetime(e.created_at, '-30 days')" };
-            format!(
-                "COALESCE((SELECT SUM(r2.raw_value) FROM rewards r2 JOIN exposures e2 ON e2.id = r2.exposure_id \
-                 WHERE e2.unit_hash = e.unit_hash AND r2.metric = ? AND r2.created_at < e.created_at \
-                 AND r2.created_at >= {from}), 0.0)"
+        Some(window) => {
+            // A sticky unit's first exposure f, the unit's exposures u in [f, f + window] and
+            // their rewards up to f + window.
+            let until = hi + chrono::Duration::milliseconds((window * 1000.0).ceil() as i64);
+            let (u_upper, r_upper) = if pg {
+                (
+                    "u.created_at <= f.created_at + make_interval(secs => ?)",
+                    "r.created_at <= f.created_at + make_interval(secs => ?)",
+                )
+            } else {
+                (
+                    "julianday(u.created_at) <= julianday(f.created_at) + ? / 86400.0",
+                    "julianday(r.created_at) <= julianday(f.created_at) + ? / 86400.0",
+                )
+            };
+            binds.extend([
+                Bind::Real(window),
+                Bind::Real(window),
+                Bind::Big(experiment_id),
+                Bind::Int(version),
+                Bind::Time(lo),
+                Bind::Time(hi),
+                Bind::Big(experiment_id),
+                Bind::Int(version),
+                Bind::Time(lo),
+                Bind::Time(until),
+                Bind::Big(experiment_id),
+                Bind::Str(metric.name.to_string()),
+                Bind::Time(lo),
+                Bind::Time(until),
+            ]);
+            (
+                FIRST_EXPOSURE_JOIN,
+                format!(
+                    "SELECT f.id AS id, SUM(r.value) AS total, MAX(r.value) AS top FROM exposures f \
+                     JOIN sticky_assignments s2 ON s2.experiment_id = f.experiment_id AND s2.version = f.version \
+                       AND s2.unit_hash = f.unit_hash AND s2.created_at = f.created_at \
+                     JOIN exposures u ON u.unit_hash = f.unit_hash AND u.created_at >= f.created_at AND {u_upper} \
+                     JOIN rewards r ON r.exposure_id = u.id AND r.exposure_created_at = u.created_at AND {r_upper} \
+                     WHERE f.experiment_id = ? AND f.version = ? AND f.created_at > ? AND f.created_at <= ? \
+                       AND u.experiment_id = ? AND u.version = ? AND u.created_at > ? AND u.created_at <= ? \
+                       AND r.experiment_id = ? AND r.metric = ? AND r.exposure_created_at > ? \
+                       AND r.exposure_created_at <= ? \
+                     GROUP BY f.id"
+                ),
             )
         }
     };
+    let xsub = metric.covariate.map(|covariate| {
+        // The unit's rewards on the covariate metric (any experiment) in the 30 days before
+        // each exposure c.
+        let since = if pg {
+            "r2.created_at >= c.created_at - INTERVAL '30 days'"
+        } else {
+            "julianday(r2.created_at) >= julianday(c.created_at) - 30.0"
+        };
+        binds.extend([
+            Bind::Str(covariate.to_string()),
+            Bind::Time(lo - chrono::Duration::days(30)),
+            Bind::Time(hi),
+            Bind::Big(experiment_id),
+            Bind::Int(version),
+            Bind::Time(lo),
+            Bind::Time(hi),
+        ]);
+        format!(
+            "LEFT JOIN (SELECT c.id AS id, SUM(r2.raw_value) AS x FROM rewards r2 \
+               JOIN exposures e2 ON e2.id = r2.exposure_id AND e2.created_at = r2.exposure_created_at \
+               JOIN exposures c ON c.unit_hash = e2.unit_hash AND e2.created_at < c.created_at \
+                 AND r2.created_at < c.created_at AND {since} \
+             WHERE r2.metric = ? AND r2.created_at >= ? AND r2.created_at < ? \
+               AND c.experiment_id = ? AND c.version = ? AND c.created_at > ? AND c.created_at <= ? \
+             GROUP BY c.id) rx ON rx.id = e.id"
+        )
+    });
+    binds.extend([Bind::Big(experiment_id), Bind::Int(version), Bind::Time(lo), Bind::Time(hi)]);
+    let y = if metric.binary { "(CASE WHEN ry.top > 0 THEN 1.0 ELSE 0.0 END)" } else { "COALESCE(ry.total, 0.0)" };
+    let x = if xsub.is_some() { "COALESCE(rx.x, 0.0)" } else { "0.0" };
     let d = "AS DOUBLE PRECISION)";
-    format!(
+    let sql = format!(
         "SELECT t.version AS version, t.period AS period, t.arm AS arm, COUNT(*) AS n, \
          CAST(COALESCE(SUM(t.y), 0.0) {d} AS sum, CAST(COALESCE(SUM(t.y * t.y), 0.0) {d} AS sum_sq, \
          CAST(COALESCE(SUM(1.0 / t.p), 0.0) {d} AS sum_w, CAST(COALESCE(SUM(t.y / t.p), 0.0) {d} AS sum_wy, \
@@ -158,30 +235,28 @@ fn cells_sql(pg: bool, metric: &MetricSource) -> String {
          CAST(COALESCE(SUM(t.x * t.y), 0.0) {d} AS sum_xy \
          FROM (SELECT e.version AS version, e.policy_version AS period, e.arm AS arm, e.propensity AS p, \
                CAST({y} {d} AS y, CAST({x} {d} AS x \
-               FROM exposures e {rewards_join} \
+               FROM exposures e {first_join} \
+               LEFT JOIN ({ysub}) ry ON ry.id = e.id {} \
                WHERE e.experiment_id = ? AND e.version = ? AND e.created_at > ? AND e.created_at <= ?) t \
-         GROUP BY t.version, t.period, t.arm"
-    )
+         GROUP BY t.version, t.period, t.arm",
+        xsub.unwrap_or_default()
+    );
+    (sql, binds)
 }
 
-macro_rules! bind_cells {
-    ($q:expr, $exp:expr, $metric:expr, $lo:expr, $hi:expr, $version:expr) => {{
-        // In the order the placeholders appear in `cells_sql`.
+macro_rules! bind_all {
+    ($q:expr, $binds:expr) => {{
         let mut q = $q.into_boxed();
-        if let Some(window) = $metric.per_unit_window {
-            q = q.bind::<Text, _>($metric.name.to_string()).bind::<Double, _>(window);
+        for b in $binds {
+            q = match b {
+                Bind::Int(v) => q.bind::<Integer, _>(v),
+                Bind::Big(v) => q.bind::<BigInt, _>(v),
+                Bind::Real(v) => q.bind::<Double, _>(v),
+                Bind::Str(v) => q.bind::<Text, _>(v),
+                Bind::Time(v) => q.bind::<Timestamp, _>(v),
+            };
         }
-        if let Some(c) = $metric.covariate {
-            q = q.bind::<Text, _>(c.to_string());
-        }
-        if $metric.per_unit_window.is_none() {
-            q = q
-                .bind::<BigInt, _>($exp)
-                .bind::<Text, _>($metric.name.to_string())
-                .bind::<Timestamp, _>($lo)
-                .bind::<Timestamp, _>($hi);
-        }
-        q.bind::<BigInt, _>($exp).bind::<Integer, _>($version).bind::<Timestamp, _>($lo).bind::<Timestamp, _>($hi)
+        q
     }};
 }
 
@@ -227,9 +302,9 @@ macro_rules! analysis_connection {
                 hi: NaiveDateTime,
                 version: i32,
             ) -> Result<Vec<CellRow>, StoreError> {
-                let sql = cells_sql($pg, metric);
+                let (sql, binds) = cells_sql($pg, experiment_id, version, metric, lo, hi);
                 let sql = if $pg { pg_placeholders(&sql) } else { sql };
-                Ok(bind_cells!(diesel::sql_query(sql), experiment_id, metric, lo, hi, version).load(self)?)
+                Ok(bind_all!(diesel::sql_query(sql), binds).load(self)?)
             }
 
             fn allocation_groups(

@@ -1,1 +1,2 @@
+DROP INDEX rewards_exposure;
 DROP TABLE arm_covariate_stats;

@@ -13,3 +13,6 @@ CREATE TABLE arm_covariate_stats (
     PRIMARY KEY (experiment_id, version, arm, metric, period)
 );
 
+-- The analyzer reads rewards per exposure (a sticky unit's visits; a unit's pre-exposure
+-- rewards for CUPED) without the experiment and metric in front.
+CREATE INDEX rewards_exposure ON rewards (exposure_id);
