@@ -302,6 +302,12 @@ macro_rules! analysis_connection {
                 hi: NaiveDateTime,
                 version: i32,
             ) -> Result<Vec<CellRow>, StoreError> {
+                if $pg {
+                    // Hash joins, whatever the planner's statistics say: with a stale row
+                    // estimate of 1 it picks nested loops, which are quadratic here. Called
+                    // inside a transaction, so this lasts for it only.
+                    diesel::sql_query("SET LOCAL enable_nestloop = off").execute(self)?;
+                }
                 let (sql, binds) = cells_sql($pg, experiment_id, version, metric, lo, hi);
                 let sql = if $pg { pg_placeholders(&sql) } else { sql };
                 Ok(bind_all!(diesel::sql_query(sql), binds).load(self)?)
@@ -369,7 +375,9 @@ pub fn aggregate_cells(
     hi: NaiveDateTime,
     version: i32,
 ) -> Result<Vec<CellRow>, StoreError> {
-    crate::db_run!(db, |conn| { conn.cells(experiment_id, metric, lo, hi, version) })
+    crate::db_run!(db, |conn| {
+        conn.transaction::<_, StoreError, _>(|conn| conn.cells(experiment_id, metric, lo, hi, version))
+    })
 }
 
 /// The watermarks of an experiment's streams.
