@@ -25,7 +25,10 @@ pub struct KeyInfo {
 
 /// (experiment id, version, unit hash).
 pub type StickyKey = (i64, i32, String);
-const STICKY_CACHE_MAX: usize = 1_000_000;
+/// Entries of the in-memory sticky cache (~200 bytes each, so ~40 MB at most); when full it
+/// is emptied and refills with the units that come back. A miss costs nothing extra: the
+/// claim goes to the log writer, which reads the stored arm back.
+const STICKY_CACHE_MAX: usize = 200_000;
 
 pub struct AppState {
     pub db: Db,
