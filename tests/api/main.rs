@@ -4,11 +4,14 @@ mod helpers;
 
 mod analysis;
 mod auth;
+mod crash;
 mod decisions;
 mod durability;
 mod errors;
 mod experiments;
+mod hostile;
 mod learning;
 mod ope_log;
 mod ops;
+mod outage;
 mod rewards;
