@@ -12,6 +12,7 @@
 //! On Postgres one process analyses at a time (advisory lock); each experiment's failure is
 //! logged and the others go on; a failed run is retried at the next interval.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -135,13 +136,14 @@ fn cell(r: &CellRow) -> Cell {
     }
 }
 
-/// Folds the new part of the log and builds the engine's input for the current version.
+/// Folds the new part of the log and builds the engine's input for the current version;
+/// also returns the number of primary-metric exposures folded and the watermarks after it.
 pub fn build_input(
     db: &Db,
     stored: &StoredExperiment,
     now: NaiveDateTime,
     margin: Duration,
-) -> Result<(AnalysisInput, i64), StoreError> {
+) -> Result<(AnalysisInput, i64, HashMap<String, NaiveDateTime>), StoreError> {
     let def = &stored.definition;
     let id = stored.row.id;
     let version = stored.row.current_version;
@@ -209,7 +211,7 @@ pub fn build_input(
         contextual: false,
         config: def.analysis.clone(),
     };
-    Ok((input, folded))
+    Ok((input, folded, marks))
 }
 
 /// What the results API serves: the analysis with when and on what it was made.
@@ -234,13 +236,12 @@ fn analyse_experiment(
 ) -> Result<Outcome, AnalyseError> {
     let id = stored.row.id;
     let version = stored.row.current_version;
-    let (input, folded) = build_input(db, stored, now, margin)?;
+    let (input, folded, marks) = build_input(db, stored, now, margin)?;
     let prior = match store::latest_analysis(db, id, Some(version), None)? {
         Some(row) => serde_json::from_str::<StoredResult>(&row.result).ok().map(|r| r.analysis.sequential_state),
         None => None,
     };
     let analysis = engine::analyze(&input, prior.as_ref())?;
-    let marks = store::watermarks(db, id)?;
     let mature_until = stored
         .definition
         .metrics()
@@ -266,16 +267,15 @@ fn analyse_experiment(
     if analysis.srm.flagged && analysis.srm.flagged_since_look == Some(analysis.look) {
         queries::insert_decision(
             db,
-            crate::store::models::NewDecision {
-                experiment_id: id,
-                action: "srm_flagged".into(),
-                actor: ACTOR.into(),
-                reason: "sample ratio mismatch: the logged allocation does not match the logged propensities; \
-                         promotion is blocked until the logging is fixed"
+            admin::decision(
+                id,
+                "srm_flagged",
+                ACTOR,
+                "sample ratio mismatch: the logged allocation does not match the logged propensities; \
+                 promotion is blocked until the logging is fixed"
                     .into(),
-                details: serde_json::json!({"statistics": &result}).to_string(),
-                created_at: crate::store::now(),
-            },
+                serde_json::json!({"statistics": &result}),
+            ),
         )?;
     }
     // Automatic actions only on a running experiment that has not promoted yet.
@@ -319,16 +319,14 @@ fn stop_futile(
         stored.row.id,
         Status::Stopped,
         None,
-        crate::store::models::NewDecision {
-            experiment_id: stored.row.id,
-            action: "stop".into(),
-            actor: ACTOR.into(),
-            reason: reason.into(),
-            details: serde_json::json!({"from": stored.row.status, "to": "stopped", "futility": true,
-                "statistics": statistics})
-            .to_string(),
-            created_at: crate::store::now(),
-        },
+        admin::decision(
+            stored.row.id,
+            "stop",
+            ACTOR,
+            reason.into(),
+            serde_json::json!({"from": stored.row.status, "to": "stopped", "futility": true,
+                "statistics": statistics}),
+        ),
     )?;
     tracing::info!(experiment = %stored.row.key, "analyzer stopped the experiment for futility");
     Ok(())

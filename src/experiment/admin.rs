@@ -196,16 +196,14 @@ pub fn transition(
         current.row.id,
         to,
         promoted,
-        NewDecision {
-            experiment_id: current.row.id,
-            action: action.as_str().into(),
-            actor: actor.into(),
+        decision(
+            current.row.id,
+            action.as_str(),
+            actor,
             reason,
-            details: serde_json::json!({"from": from.as_str(), "to": to.as_str(), "winner": winner,
-                "statistics": latest_statistics(db, current.row.id)})
-            .to_string(),
-            created_at: now(),
-        },
+            serde_json::json!({"from": from.as_str(), "to": to.as_str(), "winner": winner,
+                "statistics": latest_statistics(db, current.row.id)}),
+        ),
     )?;
     Ok(StoredExperiment { row, definition: current.definition })
 }
@@ -353,7 +351,14 @@ pub fn latest_statistics(db: &Db, experiment_id: i64) -> serde_json::Value {
     }
 }
 
-fn decision(experiment_id: i64, action: &str, actor: &str, reason: String, details: serde_json::Value) -> NewDecision {
+/// An audit-log entry made now.
+pub fn decision(
+    experiment_id: i64,
+    action: &str,
+    actor: &str,
+    reason: String,
+    details: serde_json::Value,
+) -> NewDecision {
     NewDecision {
         experiment_id,
         action: action.into(),

@@ -80,13 +80,7 @@ on_both_backends!(a_sticky_unit_keeps_its_first_arm);
 /// request gets an eligible arm instead.
 async fn racing_first_requests_of_a_sticky_unit_agree(backend: Backend) {
     let app = spawn_app(backend).await;
-    let settings = crate::helpers::test_settings(&app.db_url);
-    let db = strategist::startup::open_store(&settings).unwrap();
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let b = strategist::startup::Application::build_with(&settings, db, listener).unwrap();
-    let b_addr = format!("http://127.0.0.1:{}", b.port());
-    let b_stop = b.stop_flag();
-    actix_web::rt::spawn(b.run_until_stopped());
+    let (b_addr, b_stop) = app.spawn_replica();
     let mut def = definition("racing");
     def["sticky"] = json!(true);
     app.create_experiment(&def).await;

@@ -181,6 +181,19 @@ impl TestApp {
         r
     }
 
+    /// A second server over this app's store (its own registry, caches and writer): its
+    /// address, and the flag that stops its background loops.
+    pub fn spawn_replica(&self) -> (String, Arc<AtomicBool>) {
+        let settings = test_settings(&self.db_url);
+        let db = strategist::startup::open_store(&settings).unwrap();
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let b = strategist::startup::Application::build_with(&settings, db, listener).unwrap();
+        let address = format!("http://127.0.0.1:{}", b.port());
+        let stop = b.stop_flag();
+        actix_web::rt::spawn(b.run_until_stopped());
+        (address, stop)
+    }
+
     /// Runs one analyzer pass as of `now` (no commit margin) and reloads the registry.
     pub fn analyze(&self, now: chrono::NaiveDateTime) -> strategist::analysis::job::RunReport {
         let r = strategist::analysis::job::run_once(&self.db, now, std::time::Duration::ZERO).expect("analyzer");

@@ -63,13 +63,7 @@ on_both_backends!(exposures_younger_than_the_reward_wait_are_not_learned_from);
 #[actix_web::test]
 async fn every_replica_hot_swaps_to_the_new_snapshot() {
     let a = spawn_app(Backend::Postgres).await;
-    let settings = crate::helpers::test_settings(&a.db_url);
-    let db = strategist::startup::open_store(&settings).unwrap();
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let b = strategist::startup::Application::build_with(&settings, db, listener).unwrap();
-    let b_addr = format!("http://127.0.0.1:{}", b.port());
-    let b_stop = b.stop_flag();
-    actix_web::rt::spawn(b.run_until_stopped());
+    let (b_addr, b_stop) = a.spawn_replica();
     let mut def = definition("replicas");
     def["policy"] = json!({"kind": "thompson_beta"});
     a.create_experiment(&def).await;
