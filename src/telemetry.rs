@@ -1,17 +1,67 @@
 //! Logs (tracing) and Prometheus metrics. One `Metrics` value per process, shared by the
-//! API, the writer and the background loops; `/metrics` renders its registry.
+//! API, the writer and the background loops; `/metrics` renders its registry. The Grafana
+//! dashboards in `dashboards/` query these names; `tests/api/dashboards.rs` checks that every
+//! name they use is exported.
+
+use std::time::Duration;
 
 use prometheus::{
     Encoder, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
 };
+
+/// A background loop whose runs are counted and timed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Task {
+    Learner,
+    Analyzer,
+}
+
+impl Task {
+    pub const ALL: [Task; 2] = [Task::Learner, Task::Analyzer];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Task::Learner => "learner",
+            Task::Analyzer => "analyzer",
+        }
+    }
+}
+
+/// How one background run ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunOutcome {
+    /// The run went through.
+    Completed,
+    /// Another replica holds the task's advisory lock; this one did nothing.
+    SkippedLocked,
+    /// The run returned an error (logged by the loop).
+    Failed,
+}
+
+impl RunOutcome {
+    pub const ALL: [RunOutcome; 3] = [RunOutcome::Completed, RunOutcome::SkippedLocked, RunOutcome::Failed];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunOutcome::Completed => "completed",
+            RunOutcome::SkippedLocked => "skipped_locked",
+            RunOutcome::Failed => "failed",
+        }
+    }
+}
 
 pub struct Metrics {
     pub registry: Registry,
     pub http_duration: HistogramVec,
     pub http_responses: IntCounterVec,
     pub decisions: IntCounterVec,
+    /// Time to answer one decision, by experiment and whether it was logged. Requests that
+    /// fail before an experiment is resolved are not observed (their `experiment` is
+    /// caller-supplied text, which would make the label set unbounded).
+    pub decision_duration: HistogramVec,
     pub unlogged_decisions: IntCounterVec,
     pub rewards: IntCounterVec,
+    pub events: IntCounterVec,
     pub errors: IntCounterVec,
     pub writer_batch_size: Histogram,
     pub writer_commit_seconds: Histogram,
@@ -19,6 +69,8 @@ pub struct Metrics {
     pub learner_last_run: IntGauge,
     pub analyzer_last_run: IntGauge,
     pub learner_snapshots: IntCounterVec,
+    pub background_runs: IntCounterVec,
+    pub background_run_duration: HistogramVec,
     pub db_up: IntGauge,
     pub policy_version: prometheus::IntGaugeVec,
 }
@@ -48,6 +100,14 @@ impl Metrics {
             Opts::new("strategist_decisions_total", "Logged decisions by experiment and arm"),
             &["experiment", "arm"],
         ));
+        let decision_duration = must(HistogramVec::new(
+            HistogramOpts::new(
+                "strategist_decision_duration_seconds",
+                "Time to decide one assignment (policy draw and, when logged, the group commit), by experiment",
+            )
+            .buckets(latency_buckets.clone()),
+            &["experiment", "logged"],
+        ));
         let unlogged_decisions = must(IntCounterVec::new(
             Opts::new("strategist_unlogged_decisions_total", "Default-arm answers that were not logged, by reason"),
             &["experiment", "reason"],
@@ -55,6 +115,10 @@ impl Metrics {
         let rewards = must(IntCounterVec::new(
             Opts::new("strategist_rewards_total", "Rewards by experiment, metric and outcome"),
             &["experiment", "metric", "outcome"],
+        ));
+        let events = must(IntCounterVec::new(
+            Opts::new("strategist_events_total", "Behaviour events (profiles) by outcome: stored or duplicate"),
+            &["outcome"],
         ));
         let errors = must(IntCounterVec::new(
             Opts::new("strategist_errors_total", "Error responses by stable error code"),
@@ -82,6 +146,25 @@ impl Metrics {
             Opts::new("strategist_learner_snapshots_total", "Policy snapshots written by the learner"),
             &["experiment"],
         ));
+        // The label is `task`, not `job`: Prometheus attaches its own `job` label to every
+        // scraped series and would rename ours to `exported_job`.
+        let background_runs = must(IntCounterVec::new(
+            Opts::new("strategist_background_runs_total", "Learner and analyzer runs by outcome"),
+            &["task", "outcome"],
+        ));
+        let background_run_duration = must(HistogramVec::new(
+            HistogramOpts::new("strategist_background_run_duration_seconds", "Duration of completed background runs")
+                .buckets(vec![0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0]),
+            &["task"],
+        ));
+        // Known label values start at zero so that rate() and the dashboards see them before
+        // the first run.
+        for task in Task::ALL {
+            background_run_duration.with_label_values(&[task.as_str()]);
+            for outcome in RunOutcome::ALL {
+                background_runs.with_label_values(&[task.as_str(), outcome.as_str()]);
+            }
+        }
         let db_up = must(IntGauge::new("strategist_database_up", "1 when the store answered its last probe"));
         let policy_version = must(prometheus::IntGaugeVec::new(
             Opts::new("strategist_policy_version", "Policy version served, by experiment"),
@@ -91,8 +174,10 @@ impl Metrics {
             Box::new(http_duration.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(http_responses.clone()),
             Box::new(decisions.clone()),
+            Box::new(decision_duration.clone()),
             Box::new(unlogged_decisions.clone()),
             Box::new(rewards.clone()),
+            Box::new(events.clone()),
             Box::new(errors.clone()),
             Box::new(writer_batch_size.clone()),
             Box::new(writer_commit_seconds.clone()),
@@ -100,6 +185,8 @@ impl Metrics {
             Box::new(learner_last_run.clone()),
             Box::new(analyzer_last_run.clone()),
             Box::new(learner_snapshots.clone()),
+            Box::new(background_runs.clone()),
+            Box::new(background_run_duration.clone()),
             Box::new(db_up.clone()),
             Box::new(policy_version.clone()),
         ] {
@@ -110,8 +197,10 @@ impl Metrics {
             http_duration,
             http_responses,
             decisions,
+            decision_duration,
             unlogged_decisions,
             rewards,
+            events,
             errors,
             writer_batch_size,
             writer_commit_seconds,
@@ -119,8 +208,25 @@ impl Metrics {
             learner_last_run,
             analyzer_last_run,
             learner_snapshots,
+            background_runs,
+            background_run_duration,
             db_up,
             policy_version,
+        }
+    }
+
+    /// Counts one background run; a completed run also records its duration and sets the
+    /// task's last-run time (lag = now − that time; a replica that never runs the task, or
+    /// only finds the lock taken, keeps 0).
+    pub fn record_run(&self, task: Task, outcome: RunOutcome, elapsed: Duration) {
+        self.background_runs.with_label_values(&[task.as_str(), outcome.as_str()]).inc();
+        if outcome == RunOutcome::Completed {
+            self.background_run_duration.with_label_values(&[task.as_str()]).observe(elapsed.as_secs_f64());
+            let gauge = match task {
+                Task::Learner => &self.learner_last_run,
+                Task::Analyzer => &self.analyzer_last_run,
+            };
+            gauge.set(chrono::Utc::now().timestamp());
         }
     }
 
@@ -146,4 +252,31 @@ pub fn init_logging(json: bool) {
     let filter = EnvFilter::try_from_env("STRATEGIST_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     let _ = if json { builder.json().try_init() } else { builder.try_init() };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_completed_run_moves_the_last_run_time() {
+        let m = Metrics::new();
+        m.record_run(Task::Analyzer, RunOutcome::SkippedLocked, Duration::from_millis(1));
+        m.record_run(Task::Analyzer, RunOutcome::Failed, Duration::from_millis(1));
+        assert_eq!(m.analyzer_last_run.get(), 0);
+        m.record_run(Task::Analyzer, RunOutcome::Completed, Duration::from_millis(20));
+        assert!(m.analyzer_last_run.get() > 1_700_000_000);
+        assert_eq!(m.learner_last_run.get(), 0);
+        for outcome in RunOutcome::ALL {
+            assert_eq!(m.background_runs.with_label_values(&["analyzer", outcome.as_str()]).get(), 1);
+        }
+        assert_eq!(m.background_run_duration.with_label_values(&["analyzer"]).get_sample_count(), 1);
+    }
+
+    #[test]
+    fn background_series_are_exported_before_the_first_run() {
+        let text = Metrics::new().render();
+        assert!(text.contains("strategist_background_runs_total{outcome=\"failed\",task=\"learner\"} 0"), "{text}");
+        assert!(text.contains("strategist_background_run_duration_seconds_count{task=\"analyzer\"} 0"), "{text}");
+    }
 }

@@ -27,7 +27,7 @@ use crate::experiment::Status;
 use crate::store::analysis::{self as store, CellRow, MetricSource};
 use crate::store::queries::{self, StoredExperiment};
 use crate::store::{Db, StoreError};
-use crate::telemetry::Metrics;
+use crate::telemetry::{Metrics, RunOutcome, Task};
 
 /// Advisory-lock key of the analyzer ("STRATANL").
 const ANALYZER_LOCK: i64 = 0x5354_5241_5441_4e4c;
@@ -100,8 +100,10 @@ enum AnalyseError {
     Json(#[from] serde_json::Error),
 }
 
-fn to_chrono(d: Duration) -> chrono::Duration {
-    chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX)
+/// `now − a − b` without leaving chrono's range (windows stored before `validate` bounded
+/// them may be huge): the earliest representable time.
+fn before(now: NaiveDateTime, a: Duration, b: Duration) -> NaiveDateTime {
+    crate::experiment::definition::time_before(now, a.saturating_add(b))
 }
 
 fn metric_sources(stored: &StoredExperiment) -> Vec<(MetricSource<'_>, Duration, MetricRole)> {
@@ -110,7 +112,11 @@ fn metric_sources(stored: &StoredExperiment) -> Vec<(MetricSource<'_>, Duration,
     def.metrics()
         .enumerate()
         .map(|(i, m)| {
-            let window = crate::experiment::definition::parse_duration(&m.window).unwrap_or(Duration::ZERO);
+            // Clamped to the bound `validate` enforces: a window stored before it existed would
+            // otherwise overflow the databases' interval types in the sticky per-unit SQL.
+            let window = crate::experiment::definition::parse_duration(&m.window)
+                .unwrap_or(Duration::ZERO)
+                .min(crate::experiment::definition::MAX_WINDOW);
             let per_unit_window = def.sticky.then_some(window.as_secs_f64());
             let source =
                 MetricSource { name: &m.name, binary: m.kind == DefMetricKind::Conversion, covariate, per_unit_window };
@@ -150,12 +156,12 @@ pub fn build_input(
     let sources = metric_sources(stored);
     let mut folded = 0;
     for (source, window, _) in &sources {
-        let n = store::fold_metric(db, id, version, source, now - to_chrono(*window) - to_chrono(margin))?;
+        let n = store::fold_metric(db, id, version, source, before(now, *window, margin))?;
         if source.name == def.primary_metric.name {
             folded += n;
         }
     }
-    store::fold_allocation(db, id, version, now - to_chrono(margin), def.sticky)?;
+    store::fold_allocation(db, id, version, before(now, margin, Duration::ZERO), def.sticky)?;
     let marks = store::watermarks(db, id)?;
 
     let arms = def.arm_keys();
@@ -332,6 +338,21 @@ fn stop_futile(
     Ok(())
 }
 
+/// [`run_once`], counted and timed in `metrics` (`strategist_background_runs_total`, the
+/// analyzer's last-run time, which a run that found the lock taken leaves alone); what the
+/// background loop runs.
+pub fn run_recorded(db: &Db, metrics: &Metrics, now: NaiveDateTime, margin: Duration) -> Result<RunReport, StoreError> {
+    let started = std::time::Instant::now();
+    let result = run_once(db, now, margin);
+    let outcome = match &result {
+        Ok(r) if r.skipped_locked => RunOutcome::SkippedLocked,
+        Ok(_) => RunOutcome::Completed,
+        Err(_) => RunOutcome::Failed,
+    };
+    metrics.record_run(Task::Analyzer, outcome, started.elapsed());
+    result
+}
+
 /// Runs the analyzer every `every` until `stop` is set; errors are logged and the loop
 /// goes on.
 pub fn spawn(
@@ -345,9 +366,8 @@ pub fn spawn(
         .name("analyzer".into())
         .spawn(move || {
             while !stop.load(Ordering::Relaxed) {
-                match run_once(&db, crate::store::now(), margin) {
+                match run_recorded(&db, &metrics, crate::store::now(), margin) {
                     Ok(r) => {
-                        metrics.analyzer_last_run.set(chrono::Utc::now().timestamp());
                         if r.analyses > 0 || !r.failed.is_empty() {
                             tracing::info!(?r, "analyzer run");
                         }

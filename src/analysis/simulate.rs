@@ -108,12 +108,22 @@ fn replication_seed(seed: u64, scenario: u64, rep: usize) -> u64 {
     z
 }
 
+/// Receives the number of replications just finished, from whichever worker thread
+/// finished them (the CLI draws a progress bar with it; the simulation stays pure).
+pub type OnProgress<'a> = &'a (dyn Fn(u64) + Sync);
+
 /// Runs `f(rep)` for every replication on `threads` threads; results in
-/// replication order.
+/// replication order. `progress(1)` follows each finished replication.
 fn replicate<T: Send>(
     run: &Run,
+    progress: OnProgress<'_>,
     f: impl Fn(usize) -> Result<T, SimulationError> + Sync,
 ) -> Result<Vec<T>, SimulationError> {
+    let f = |r: usize| {
+        let out = f(r);
+        progress(1);
+        out
+    };
     let n = run.replications;
     let threads = run.threads.clamp(1, n.max(1));
     if threads == 1 {
@@ -318,10 +328,15 @@ struct AaRep {
 
 /// A/A: two identical arms analysed at every tick.
 pub fn aa(cfg: &AaConfig) -> Result<AaReport, SimulationError> {
+    aa_with_progress(cfg, &|_| {})
+}
+
+/// [`aa`], calling `progress` with each finished replication.
+pub fn aa_with_progress(cfg: &AaConfig, progress: OnProgress<'_>) -> Result<AaReport, SimulationError> {
     cfg.traffic.check()?;
     let ticks = cfg.traffic.ticks();
     let alpha = cfg.analysis.alpha;
-    let reps = replicate(&cfg.run, |r| {
+    let reps = replicate(&cfg.run, progress, |r| {
         let mut rng = StdRng::seed_from_u64(replication_seed(cfg.run.seed, 1, r));
         let mut input = two_arm_input(cfg.analysis.clone());
         let mut state: Option<SequentialState> = None;
@@ -450,6 +465,11 @@ pub struct PowerReport {
 /// Power: a true relative lift, analysed at every tick until promotion or
 /// the horizon.
 pub fn power(cfg: &PowerConfig) -> Result<PowerReport, SimulationError> {
+    power_with_progress(cfg, &|_| {})
+}
+
+/// [`power`], calling `progress` with each finished replication.
+pub fn power_with_progress(cfg: &PowerConfig, progress: OnProgress<'_>) -> Result<PowerReport, SimulationError> {
     cfg.traffic.check()?;
     let p0 = cfg.traffic.conversion_rate;
     let p1 = p0 * (1.0 + cfg.lift);
@@ -467,7 +487,7 @@ pub fn power(cfg: &PowerConfig) -> Result<PowerReport, SimulationError> {
     let lambda = cfg.traffic.per_tick_total();
     let per_day = 24.0 * 60.0 / cfg.traffic.tick_minutes;
     // (exposures per arm at promotion, day) or None; wrong decision flag.
-    let reps = replicate(&cfg.run, |r| {
+    let reps = replicate(&cfg.run, progress, |r| {
         let mut rng = StdRng::seed_from_u64(replication_seed(cfg.run.seed, 2, r));
         let mut input = two_arm_input(analysis.clone());
         let mut state: Option<SequentialState> = None;
@@ -630,6 +650,11 @@ struct DriftRep {
 /// Drift: adaptive allocation by the platform's Thompson sampling while the
 /// base rate drifts.
 pub fn drift(cfg: &DriftConfig) -> Result<DriftReport, SimulationError> {
+    drift_with_progress(cfg, &|_| {})
+}
+
+/// [`drift`], calling `progress` with each finished replication.
+pub fn drift_with_progress(cfg: &DriftConfig, progress: OnProgress<'_>) -> Result<DriftReport, SimulationError> {
     cfg.traffic.check()?;
     if !(cfg.amplitude >= 0.0 && cfg.amplitude < 1.0) {
         return Err(invalid("amplitude", "must lie in [0, 1)"));
@@ -648,7 +673,7 @@ pub fn drift(cfg: &DriftConfig) -> Result<DriftReport, SimulationError> {
     let keys = vec!["control".to_string(), "treatment".to_string()];
     let week_minutes = 7.0 * 24.0 * 60.0;
     let lambda = cfg.traffic.per_tick_total();
-    let reps = replicate(&cfg.run, |r| {
+    let reps = replicate(&cfg.run, progress, |r| {
         let rep_seed = replication_seed(cfg.run.seed, 3, r);
         let mut rng = StdRng::seed_from_u64(rep_seed);
         let mut input = two_arm_input(cfg.analysis.clone());
@@ -785,6 +810,11 @@ struct SrmRep {
 
 /// SRM: a logging bug drops a share of the treatment's exposures.
 pub fn srm(cfg: &SrmConfig) -> Result<SrmReport, SimulationError> {
+    srm_with_progress(cfg, &|_| {})
+}
+
+/// [`srm`], calling `progress` with each finished replication.
+pub fn srm_with_progress(cfg: &SrmConfig, progress: OnProgress<'_>) -> Result<SrmReport, SimulationError> {
     cfg.traffic.check()?;
     if !(0.0..1.0).contains(&cfg.drop_share) {
         return Err(invalid("drop_share", "must lie in [0, 1)"));
@@ -793,7 +823,7 @@ pub fn srm(cfg: &SrmConfig) -> Result<SrmReport, SimulationError> {
     let lambda = cfg.traffic.per_tick_total();
     let per_day = 24.0 * 60.0 / cfg.traffic.tick_minutes;
     let p = cfg.traffic.conversion_rate;
-    let reps = replicate(&cfg.run, |r| {
+    let reps = replicate(&cfg.run, progress, |r| {
         let mut rng = StdRng::seed_from_u64(replication_seed(cfg.run.seed, 4, r));
         let mut input = two_arm_input(cfg.analysis.clone());
         let mut state: Option<SequentialState> = None;
@@ -933,6 +963,21 @@ mod tests {
         let other = aa(&cfg).unwrap();
         assert_eq!(other.looks_per_replication, one.looks_per_replication);
         assert_ne!(replication_seed(2, 1, 0), replication_seed(3, 1, 0));
+    }
+
+    #[test]
+    fn progress_counts_every_replication_once_whatever_the_threads() {
+        use std::sync::atomic::{AtomicU64, Ordering};
+        let mut cfg = SrmConfig::new(7, 4);
+        cfg.traffic.days = 0.25;
+        cfg.run.threads = 3;
+        let done = AtomicU64::new(0);
+        let with = srm_with_progress(&cfg, &|n| {
+            done.fetch_add(n, Ordering::Relaxed);
+        })
+        .unwrap();
+        assert_eq!(done.load(Ordering::Relaxed), 7);
+        assert_eq!(serde_json::to_string(&with).unwrap(), serde_json::to_string(&srm(&cfg).unwrap()).unwrap());
     }
 
     #[test]

@@ -98,8 +98,23 @@ fn unlogged(exp: &LiveExperiment, arm: usize, reason: Unlogged, state: &AppState
     }
 }
 
-/// Decides, logs and answers one request.
+/// Decides, logs and answers one request; a decision's latency goes to
+/// `strategist_decision_duration_seconds{experiment, logged}`.
 pub async fn assign_one(state: &web::Data<AppState>, req: AssignRequest) -> Result<AssignResponse, ApiError> {
+    let started = std::time::Instant::now();
+    let res = decide_one(state, req).await;
+    if let Ok(r) = &res {
+        let logged = if r.logged { "true" } else { "false" };
+        state
+            .metrics
+            .decision_duration
+            .with_label_values(&[&r.experiment, logged])
+            .observe(started.elapsed().as_secs_f64());
+    }
+    res
+}
+
+async fn decide_one(state: &web::Data<AppState>, req: AssignRequest) -> Result<AssignResponse, ApiError> {
     check_id("unit_id", "invalid_unit_id", &req.unit_id)?;
     if let Some(r) = &req.request_id {
         check_id("request_id", "invalid_request_id", r)?;

@@ -92,3 +92,11 @@ pub async fn read_scope<B: MessageBody + 'static>(
 ) -> Result<ServiceResponse<EitherBody<B>>, actix_web::Error> {
     guard(req, next, &[Scope::Read, Scope::Admin]).await
 }
+
+/// Routes every valid key may call whatever its scope (`/v1/whoami`).
+pub async fn any_scope<B: MessageBody + 'static>(
+    req: ServiceRequest,
+    next: Next<B>,
+) -> Result<ServiceResponse<EitherBody<B>>, actix_web::Error> {
+    guard(req, next, &[Scope::Assign, Scope::Read, Scope::Admin]).await
+}

@@ -105,16 +105,31 @@ impl From<actix_web::error::BlockingError> for ApiError {
     }
 }
 
+/// 413 `payload_too_large`: the one answer for a body over `max_body_bytes`, on every route.
+pub fn payload_too_large(limit: usize) -> ApiError {
+    ApiError::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "payload_too_large",
+        format!("the request body is larger than {limit} bytes"),
+    )
+}
+
+/// Reads a whole raw body of at most `limit` bytes (for handlers that parse it themselves);
+/// over the limit, with or without a `Content-Length`: 413 `payload_too_large`.
+pub async fn read_body(payload: actix_web::web::Payload, limit: usize) -> Result<actix_web::web::Bytes, ApiError> {
+    match payload.to_bytes_limited(limit).await {
+        Ok(Ok(bytes)) => Ok(bytes),
+        Ok(Err(e)) => Err(ApiError::bad_request("invalid_body", format!("cannot read the request body: {e}"))),
+        Err(_) => Err(payload_too_large(limit)),
+    }
+}
+
 /// Maps body-parsing failures to stable codes: 413 too large, 415 wrong content type,
 /// 400 malformed JSON, 422 well-formed JSON of the wrong shape.
 pub fn json_error(err: &actix_web::error::JsonPayloadError) -> ApiError {
     use actix_web::error::JsonPayloadError as J;
     match err {
-        J::Overflow { limit } | J::OverflowKnownLength { limit, .. } => ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "payload_too_large",
-            format!("the request body is larger than {limit} bytes"),
-        ),
+        J::Overflow { limit } | J::OverflowKnownLength { limit, .. } => payload_too_large(*limit),
         J::ContentType => ApiError::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "unsupported_media_type",

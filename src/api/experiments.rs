@@ -8,7 +8,7 @@ use super::auth::Caller;
 use super::error::{ApiError, ErrorBody};
 use crate::app::AppState;
 use crate::experiment::admin::{self, Action, AdminError};
-use crate::experiment::definition::{valid_key, Definition};
+use crate::experiment::definition::{text_problem, valid_key, Definition};
 use crate::store::queries::{self, StoredExperiment, UpdateOutcome};
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
@@ -223,8 +223,10 @@ pub async fn action(
     state: web::Data<AppState>,
     req: HttpRequest,
     path: web::Path<(String, String)>,
-    body: web::Bytes,
+    payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
+    // Raw, so an empty body needs no content type; read under the same limit as JSON bodies.
+    let body = super::error::read_body(payload, state.max_body_bytes).await?;
     let (key, action) = path.into_inner();
     check_path_key(&key)?;
     let action = Action::parse(&action).ok_or_else(|| {
@@ -243,6 +245,9 @@ pub async fn action(
     };
     if body.reason.chars().count() > 2000 {
         return Err(ApiError::unprocessable("invalid_reason", "`reason` is at most 2000 characters"));
+    }
+    if let Some(why) = text_problem(&body.reason, true) {
+        return Err(ApiError::unprocessable("invalid_reason", format!("`reason` {why}")));
     }
     let who = actor(&req);
     let st = state.clone();

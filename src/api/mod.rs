@@ -4,10 +4,13 @@
 pub mod assign;
 pub mod auth;
 pub mod error;
+pub mod events;
 pub mod experiments;
 pub mod openapi;
 pub mod ops;
+pub mod reports;
 pub mod rewards;
+pub mod whoami;
 
 use std::time::Instant;
 
@@ -25,6 +28,9 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("post", "/v1/assign/batch"),
     ("post", "/v1/rewards"),
     ("post", "/v1/rewards/batch"),
+    ("post", "/v1/events"),
+    ("post", "/v1/events/batch"),
+    ("get", "/v1/units/{unit_id}/profile"),
     ("get", "/v1/experiments"),
     ("post", "/v1/experiments"),
     ("get", "/v1/experiments/{key}"),
@@ -32,6 +38,8 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("post", "/v1/experiments/{key}/{action}"),
     ("get", "/v1/experiments/{key}/decisions"),
     ("get", "/v1/experiments/{key}/results"),
+    ("get", "/v1/experiments/{key}/charts"),
+    ("get", "/v1/whoami"),
     ("get", "/healthz"),
     ("get", "/readyz"),
     ("get", "/metrics"),
@@ -55,12 +63,27 @@ where
     Ok(results.into_iter().map(|r| r.map_err(|e| e.body())).collect())
 }
 
-async fn method_not_allowed() -> Result<HttpResponse, ApiError> {
-    Err(ApiError::new(
+/// 405 `method_not_allowed`, with `Allow` listing the methods `ROUTES` registers for the
+/// matched path (RFC 9110 §15.5.6 requires it).
+async fn method_not_allowed(req: actix_web::HttpRequest) -> HttpResponse {
+    use actix_web::http::header::{HeaderValue, ALLOW};
+    let pattern = req.match_pattern();
+    let allow: Vec<String> = ROUTES
+        .iter()
+        .filter(|(_, path)| pattern.as_deref() == Some(*path))
+        .map(|(method, _)| method.to_ascii_uppercase())
+        .collect();
+    let allow = allow.join(", ");
+    let err = ApiError::new(
         actix_web::http::StatusCode::METHOD_NOT_ALLOWED,
         "method_not_allowed",
-        "this route does not take that method",
-    ))
+        format!("this route does not take that method; it takes {allow}"),
+    );
+    let mut res = actix_web::ResponseError::error_response(&err);
+    if let Ok(v) = HeaderValue::from_str(&allow) {
+        res.headers_mut().insert(ALLOW, v);
+    }
+    res
 }
 
 async fn route_not_found() -> Result<HttpResponse, ApiError> {
@@ -69,7 +92,7 @@ async fn route_not_found() -> Result<HttpResponse, ApiError> {
 
 /// Registers every route.
 pub fn config(cfg: &mut web::ServiceConfig) {
-    use auth::{admin_scope, assign_scope, read_scope};
+    use auth::{admin_scope, any_scope, assign_scope, read_scope};
     cfg.service(
         web::resource("/v1/assign")
             .route(web::post().to(assign::assign).wrap(from_fn(assign_scope)))
@@ -91,6 +114,21 @@ pub fn config(cfg: &mut web::ServiceConfig) {
             .default_service(web::to(method_not_allowed)),
     )
     .service(
+        web::resource("/v1/events")
+            .route(web::post().to(events::event).wrap(from_fn(assign_scope)))
+            .default_service(web::to(method_not_allowed)),
+    )
+    .service(
+        web::resource("/v1/events/batch")
+            .route(web::post().to(events::event_batch).wrap(from_fn(assign_scope)))
+            .default_service(web::to(method_not_allowed)),
+    )
+    .service(
+        web::resource("/v1/units/{unit_id}/profile")
+            .route(web::get().to(events::profile).wrap(from_fn(read_scope)))
+            .default_service(web::to(method_not_allowed)),
+    )
+    .service(
         web::resource("/v1/experiments")
             .route(web::get().to(experiments::list).wrap(from_fn(read_scope)))
             .route(web::post().to(experiments::create).wrap(from_fn(admin_scope)))
@@ -98,12 +136,17 @@ pub fn config(cfg: &mut web::ServiceConfig) {
     )
     .service(
         web::resource("/v1/experiments/{key}/decisions")
-            .route(web::get().to(experiments::decisions).wrap(from_fn(admin_scope)))
+            .route(web::get().to(experiments::decisions).wrap(from_fn(read_scope)))
             .default_service(web::to(method_not_allowed)),
     )
     .service(
         web::resource("/v1/experiments/{key}/results")
             .route(web::get().to(experiments::results).wrap(from_fn(read_scope)))
+            .default_service(web::to(method_not_allowed)),
+    )
+    .service(
+        web::resource("/v1/experiments/{key}/charts")
+            .route(web::get().to(reports::experiment_charts).wrap(from_fn(read_scope)))
             .default_service(web::to(method_not_allowed)),
     )
     .service(
@@ -117,10 +160,16 @@ pub fn config(cfg: &mut web::ServiceConfig) {
             .route(web::put().to(experiments::update).wrap(from_fn(admin_scope)))
             .default_service(web::to(method_not_allowed)),
     )
-    .route("/healthz", web::get().to(ops::healthz))
-    .route("/readyz", web::get().to(ops::readyz))
-    .route("/metrics", web::get().to(ops::metrics))
-    .route("/openapi.json", web::get().to(ops::openapi))
+    .service(
+        web::resource("/v1/whoami")
+            .route(web::get().to(whoami::whoami).wrap(from_fn(any_scope)))
+            .default_service(web::to(method_not_allowed)),
+    )
+    .configure(crate::web::config)
+    .service(web::resource("/healthz").route(web::get().to(ops::healthz)).default_service(web::to(method_not_allowed)))
+    .service(web::resource("/readyz").route(web::get().to(ops::readyz)).default_service(web::to(method_not_allowed)))
+    .service(web::resource("/metrics").route(web::get().to(ops::metrics)).default_service(web::to(method_not_allowed)))
+    .service(web::resource("/openapi.json").route(web::get().to(ops::openapi)).default_service(web::to(method_not_allowed)))
     .default_service(web::to(route_not_found));
 }
 

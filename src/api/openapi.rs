@@ -4,7 +4,7 @@
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{assign, experiments, ops, rewards};
+use super::{assign, reports, events, experiments, ops, rewards, whoami};
 
 struct BearerAuth;
 
@@ -21,9 +21,12 @@ impl Modify for BearerAuth {
     paths(
         assign::assign, assign::assign_batch,
         rewards::rewards, rewards::rewards_batch,
+        events::event, events::event_batch, events::profile,
         experiments::list, experiments::create, experiments::get, experiments::update,
         experiments::action, experiments::decisions, experiments::results,
+        reports::experiment_charts,
         ops::healthz, ops::readyz, ops::metrics, ops::openapi,
+        whoami::whoami,
     ),
     modifiers(&BearerAuth)
 )]

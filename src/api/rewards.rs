@@ -14,7 +14,9 @@ use utoipa::ToSchema;
 use super::assign::{check_id, truncate};
 use super::error::{ApiError, ErrorBody};
 use crate::app::AppState;
-use crate::experiment::definition::{parse_duration, valid_key, Direction, MetricDef, MetricKind};
+use crate::experiment::definition::{
+    parse_duration, time_before, to_chrono, valid_key, Direction, MetricDef, MetricKind,
+};
 use crate::experiment::registry::LiveExperiment;
 use crate::experiment::Status;
 use crate::keys::pseudonymise;
@@ -109,8 +111,8 @@ fn attribution_for(
     now: chrono::NaiveDateTime,
 ) -> Result<RewardRow, ApiError> {
     let window = parse_duration(&metric.window).map_err(ApiError::internal)?;
-    let window = chrono::Duration::from_std(window).map_err(ApiError::internal)?;
-    if now - exposure.created_at > window {
+    // Saturating: a window stored before `validate` bounded it (365 days) covers everything.
+    if now.signed_duration_since(exposure.created_at) > to_chrono(window) {
         return Err(ApiError::unprocessable(
             "outside_attribution_window",
             format!("exposure {} is older than the `{}` window of {}", exposure.id, metric.name, metric.window),
@@ -134,6 +136,12 @@ fn attribution_for(
     })
 }
 
+fn store_down() -> ApiError {
+    ApiError::unavailable(
+        "the database is unavailable; retry after `Retry-After` seconds with the same idempotency key",
+    )
+}
+
 fn unknown_metric(exp: &LiveExperiment, metric: &str) -> ApiError {
     let names: Vec<&str> = exp.definition.metrics().map(|m| m.name.as_str()).collect();
     ApiError::unprocessable(
@@ -150,6 +158,11 @@ pub async fn reward_one(state: &web::Data<AppState>, req: RewardRequest) -> Resu
     }
     if !req.value.is_finite() {
         return Err(ApiError::unprocessable("invalid_reward_value", "`value` must be a finite number"));
+    }
+    // Known down (the refresher's probe or a failed commit): 503 at once, not after the
+    // pool's connection timeout.
+    if !state.db_up() {
+        return Err(store_down());
     }
     let now = crate::store::now();
     let rows: Vec<RewardRow> = match (&req.exposure_id, &req.unit_id) {
@@ -215,7 +228,7 @@ pub async fn reward_one(state: &web::Data<AppState>, req: RewardRequest) -> Resu
                 .filter_map(|e| e.definition.metric(&req.metric).and_then(|m| parse_duration(&m.window).ok()))
                 .max()
                 .unwrap_or_default();
-            let since = now - chrono::Duration::from_std(longest).map_err(ApiError::internal)?;
+            let since = time_before(now, longest);
             let unit_hash = pseudonymise(&state.unit_secret, unit);
             let st = state.clone();
             let only_id = only.as_ref().map(|o| o.id);
@@ -298,6 +311,7 @@ pub async fn rewards(state: web::Data<AppState>, body: web::Json<RewardRequest>)
         (status = 401, description = "Missing or unknown key", body = ErrorBody),
         (status = 403, description = "Key lacks the `assign` scope", body = ErrorBody),
         (status = 422, description = "Empty or oversized batch", body = ErrorBody),
+        (status = 503, description = "The store is known to be down: nothing was stored; retry the batch after `Retry-After` seconds", body = ErrorBody),
     ),
     security(("bearer" = []))
 )]
@@ -305,6 +319,10 @@ pub async fn rewards_batch(
     state: web::Data<AppState>,
     body: web::Json<RewardBatchRequest>,
 ) -> Result<HttpResponse, ApiError> {
+    // Nothing in the batch could be stored: one 503 with Retry-After for the whole batch.
+    if !state.db_up() {
+        return Err(store_down());
+    }
     let results = super::run_batch(body.into_inner().rewards, MAX_BATCH, |r| {
         let state = state.clone();
         async move { reward_one(&state, r).await }

@@ -1,7 +1,10 @@
 //! The `strategist` command line: serve, migrate, experiments, keys, demo.
 
 pub mod demo;
+pub mod migrate;
+pub mod progress;
 pub mod simulate;
+pub mod stream;
 
 use std::path::PathBuf;
 
@@ -49,7 +52,7 @@ pub enum Command {
     },
     /// Off-policy evaluation of a target policy on logged bandit feedback.
     Ope(crate::ope::cli::OpeArgs),
-    /// Trustworthiness simulations of the analyzer: aa, power, drift, srm.
+    /// Trustworthiness simulations of the analyzer (aa, power, drift, srm), or a bandit stream replay (stream).
     Simulate(simulate::SimulateArgs),
     /// Run the analyzer once now (fold the new log, analyse, act) and print what it did.
     Analyze(SettingsArgs),
@@ -162,9 +165,7 @@ pub fn run() -> anyhow::Result<()> {
         Command::Migrate(args) => {
             let settings = Settings::load(&args)?;
             crate::telemetry::init_logging(settings.log_json);
-            let db = crate::startup::open_store(&settings)?;
-            println!("migrations applied on {}", db.backend_name());
-            Ok(())
+            migrate::run(&settings)
         }
         Command::Experiments { command } => experiments(command),
         Command::Keys { command } => keys(command),

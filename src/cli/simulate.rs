@@ -1,9 +1,13 @@
 //! `strategist simulate aa|power|drift|srm`: runs one trustworthiness
 //! simulation of the analysis engine (see [`crate::analysis::simulate`]) and
-//! prints its figures, as one JSON object with `--json`.
+//! prints its figures, as one JSON object with `--json`. On a terminal, a progress bar on
+//! stderr counts the finished replications.
+//! `strategist simulate stream FILE.csv …` replays a contextual-bandit
+//! stream instead (see [`super::stream`]).
 
 use anyhow::Context as _;
 
+use super::progress::Progress;
 use crate::analysis::simulate::{self, AaConfig, DriftConfig, PowerConfig, SrmConfig};
 
 /// Which simulation to run.
@@ -19,11 +23,21 @@ pub enum Scenario {
     Srm,
 }
 
+/// Simulations that take their own arguments.
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum SimulateCommand {
+    /// Replay a contextual-bandit stream (CSV) with a policy learning online: regret and speed.
+    Stream(super::stream::StreamArgs),
+}
+
 #[derive(Debug, Clone, clap::Args)]
+#[command(args_conflicts_with_subcommands = true)]
 pub struct SimulateArgs {
     /// Scenario to run.
     #[arg(value_enum)]
-    pub scenario: Scenario,
+    pub scenario: Option<Scenario>,
+    #[command(subcommand)]
+    pub command: Option<SimulateCommand>,
     /// Replications (default: 500 for aa, 200 for power, drift and srm).
     #[arg(long)]
     pub replications: Option<usize>,
@@ -62,16 +76,23 @@ fn opt(x: Option<f64>) -> String {
 }
 
 pub fn run(args: &SimulateArgs) -> anyhow::Result<()> {
+    let scenario = match (&args.command, args.scenario) {
+        (Some(SimulateCommand::Stream(stream)), _) => return super::stream::run(stream),
+        (None, Some(scenario)) => scenario,
+        (None, None) => anyhow::bail!("name a scenario (aa, power, drift, srm) or `stream FILE.csv`"),
+    };
     if args.replications == Some(0) {
         anyhow::bail!("--replications must be at least 1");
     }
     let threads = args.threads.max(1);
-    let (json, text) = match args.scenario {
+    let (json, text) = match scenario {
         Scenario::Aa => {
             let mut cfg = AaConfig::new(args.replications.unwrap_or(500), args.seed);
             cfg.run.threads = threads;
             apply(&mut cfg.traffic, args);
-            let r = simulate::aa(&cfg).context("A/A simulation")?;
+            let bar = Progress::new(cfg.run.replications as u64, "simulate aa");
+            let r = simulate::aa_with_progress(&cfg, &bar.callback()).context("A/A simulation")?;
+            bar.finish();
             let text = format!(
                 "A/A, {} replications x {} looks: engine false promotions {} (± {}, alpha {}); \
                  naive fixed-horizon peeking {}; fixed horizon at the last look only {}",
@@ -89,7 +110,9 @@ pub fn run(args: &SimulateArgs) -> anyhow::Result<()> {
             let mut cfg = PowerConfig::new(args.replications.unwrap_or(200), args.seed);
             cfg.run.threads = threads;
             apply(&mut cfg.traffic, args);
-            let r = simulate::power(&cfg).context("power simulation")?;
+            let bar = Progress::new(cfg.run.replications as u64, "simulate power");
+            let r = simulate::power_with_progress(&cfg, &bar.callback()).context("power simulation")?;
+            bar.finish();
             let text = format!(
                 "power, {} replications: promoted {} within {} days; median exposures per arm at promotion {} \
                  (fixed-horizon n per arm {} for alpha {} and power {})",
@@ -107,7 +130,9 @@ pub fn run(args: &SimulateArgs) -> anyhow::Result<()> {
             let mut cfg = DriftConfig::new(args.replications.unwrap_or(200), args.seed);
             cfg.run.threads = threads;
             apply(&mut cfg.traffic, args);
-            let r = simulate::drift(&cfg).context("drift simulation")?;
+            let bar = Progress::new(cfg.run.replications as u64, "simulate drift");
+            let r = simulate::drift_with_progress(&cfg, &bar.callback()).context("drift simulation")?;
+            bar.finish();
             let text = format!(
                 "drift, {} replications: truth {:+.5}; naive pooled {:+.5} (bias {:+.5}, z {:.1}); \
                  stratified {:+.5} (bias {:+.5}, z {:.1})",
@@ -126,7 +151,9 @@ pub fn run(args: &SimulateArgs) -> anyhow::Result<()> {
             let mut cfg = SrmConfig::new(args.replications.unwrap_or(200), args.seed);
             cfg.run.threads = threads;
             apply(&mut cfg.traffic, args);
-            let r = simulate::srm(&cfg).context("SRM simulation")?;
+            let bar = Progress::new(cfg.run.replications as u64, "simulate srm");
+            let r = simulate::srm_with_progress(&cfg, &bar.callback()).context("SRM simulation")?;
+            bar.finish();
             let text = format!(
                 "SRM, {} replications: flagged {} (median after {} days); promoted {} ({} after the first flag); \
                  would have promoted without the SRM check {}",

@@ -13,6 +13,15 @@ use crate::policy::PolicySpec;
 
 pub const MAX_ARMS: usize = 100;
 pub const MAX_KEY_LEN: usize = 64;
+/// Longest attribution `window` of a metric: a year. Longer windows mean nothing for a
+/// marketing outcome and, unbounded, `now − window` leaves the range of a timestamp.
+pub const MAX_WINDOW: Duration = Duration::from_secs(365 * 24 * 3600);
+/// Longest `reward_wait`: 90 days (the learner would otherwise never see feedback).
+pub const MAX_REWARD_WAIT: Duration = Duration::from_secs(90 * 24 * 3600);
+/// Longest experiment `name`, in characters.
+pub const MAX_NAME_CHARS: usize = 200;
+/// Longest `description`, in characters.
+pub const MAX_DESCRIPTION_CHARS: usize = 16 * 1024;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema, Default)]
 #[serde(rename_all = "snake_case")]
@@ -45,9 +54,11 @@ pub enum Direction {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct MetricDef {
+    #[schema(min_length = 1, max_length = 64, pattern = "^[A-Za-z0-9._-]+$")]
     pub name: String,
     pub kind: MetricKind,
-    /// Attribution window after the exposure, e.g. "24h", "7d".
+    /// Attribution window after the exposure, e.g. "24h", "7d": longer than zero, at most
+    /// 365 days.
     #[serde(default = "default_window")]
     pub window: String,
     #[serde(default)]
@@ -61,6 +72,7 @@ fn default_window() -> String {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ArmDef {
+    #[schema(min_length = 1, max_length = 64, pattern = "^[A-Za-z0-9._-]+$")]
     pub key: String,
     /// What the storefront renders; returned verbatim by `/v1/assign`.
     #[serde(default = "empty_object")]
@@ -68,9 +80,11 @@ pub struct ArmDef {
     pub payload: serde_json::Value,
     /// Cost per rewarded outcome (e.g. free shipping ≈ 4.90 per order).
     #[serde(default)]
+    #[schema(minimum = 0.0)]
     pub cost: f64,
     /// Cost as a share of revenue (e.g. a 10% coupon = 0.10).
     #[serde(default)]
+    #[schema(minimum = 0.0, maximum = 1.0)]
     pub cost_rate: f64,
     #[serde(default)]
     pub control: bool,
@@ -97,6 +111,7 @@ pub enum RuleOp {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Rule {
+    #[schema(min_length = 1, max_length = 64, pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]*$")]
     pub attribute: String,
     pub op: RuleOp,
     #[schema(value_type = Object)]
@@ -140,12 +155,23 @@ impl Status {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Definition {
+    #[schema(min_length = 1, max_length = 64, pattern = "^[A-Za-z0-9._-]+$")]
     pub key: String,
+    /// Display name: 1–200 characters, not only spaces, no control characters.
+    #[schema(
+        min_length = 1,
+        max_length = 200,
+        pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]*[^\\s\\u0000-\\u001f\\u007f-\\u009f][^\\u0000-\\u001f\\u007f-\\u009f]*$"
+    )]
     pub name: String,
+    /// Free text, at most 16,384 characters; no control characters but tab and line breaks.
     #[serde(default)]
+    #[schema(max_length = 16384, pattern = "^[^\\u0000-\\u0008\\u000b\\u000c\\u000e-\\u001f\\u007f-\\u009f]*$")]
     pub description: String,
     #[serde(default)]
     pub unit: Unit,
+    /// 2–100 arms with distinct keys, exactly one of them `control`.
+    #[schema(min_items = 2, max_items = 100)]
     pub arms: Vec<ArmDef>,
     #[schema(value_type = Object)]
     pub policy: PolicySpec,
@@ -156,15 +182,17 @@ pub struct Definition {
     pub targeting: Vec<Rule>,
     /// Share of units (by a deterministic hash) that enter the experiment, in (0, 1].
     #[serde(default = "one")]
+    #[schema(exclusive_minimum = 0.0, maximum = 1.0)]
     pub traffic: f64,
     /// A unit keeps its first arm for the experiment's version.
     #[serde(default)]
     pub sticky: bool,
     /// Exploration floor: every eligible arm is drawn with at least this probability.
     #[serde(default = "default_floor")]
+    #[schema(minimum = 0.0, maximum = 0.5)]
     pub min_propensity: f64,
     /// How long the learner waits after an exposure before using it (rewards that could
-    /// not have arrived yet are not counted as failures), e.g. "10m".
+    /// not have arrived yet are not counted as failures), e.g. "10m"; at most 90 days.
     #[serde(default = "default_reward_wait")]
     pub reward_wait: String,
     /// How the analyzer judges the experiment: alpha, minimum sample, guardrail tolerance,
@@ -204,6 +232,35 @@ impl std::fmt::Display for FieldError {
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     humantime::parse_duration(s.trim())
         .map_err(|e| format!("`{s}` is not a duration like \"30m\", \"24h\" or \"7d\" ({e})"))
+}
+
+/// `t − d`, or the earliest representable time when that leaves chrono's range (a duration
+/// stored before `validate` bounded it must not panic a handler or a background job).
+pub fn time_before(t: chrono::NaiveDateTime, d: Duration) -> chrono::NaiveDateTime {
+    chrono::Duration::from_std(d).ok().and_then(|d| t.checked_sub_signed(d)).unwrap_or(chrono::NaiveDateTime::MIN)
+}
+
+/// A std duration as chrono's, saturating at chrono's maximum instead of failing.
+pub fn to_chrono(d: Duration) -> chrono::Duration {
+    chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX)
+}
+
+/// Why free text cannot be stored, if it cannot: NUL (which a Postgres TEXT column cannot
+/// hold) and other control characters (C0, DEL, C1). `multiline` text may hold tabs and
+/// line breaks.
+pub fn text_problem(s: &str, multiline: bool) -> Option<&'static str> {
+    if s.contains('\0') {
+        return Some("must not contain NUL characters");
+    }
+    let allowed = |c: char| multiline && matches!(c, '\t' | '\n' | '\r');
+    if s.chars().any(|c| c.is_control() && !allowed(c)) {
+        return Some(if multiline {
+            "must not contain control characters other than tab and line breaks"
+        } else {
+            "must not contain control characters"
+        });
+    }
+    None
 }
 
 pub fn valid_key(s: &str) -> bool {
@@ -257,6 +314,18 @@ impl Definition {
         if self.name.trim().is_empty() {
             err("name".into(), "must not be empty".into());
         }
+        if self.name.chars().count() > MAX_NAME_CHARS {
+            err("name".into(), format!("at most {MAX_NAME_CHARS} characters"));
+        }
+        if let Some(why) = text_problem(&self.name, false) {
+            err("name".into(), why.into());
+        }
+        if self.description.chars().count() > MAX_DESCRIPTION_CHARS {
+            err("description".into(), format!("at most {MAX_DESCRIPTION_CHARS} characters"));
+        }
+        if let Some(why) = text_problem(&self.description, true) {
+            err("description".into(), why.into());
+        }
         if self.arms.len() < 2 {
             err("arms".into(), "an experiment needs at least two arms".into());
         }
@@ -295,8 +364,10 @@ impl Definition {
         if !self.min_propensity.is_finite() || self.min_propensity < 0.0 || self.min_propensity * k > 1.0 {
             err("min_propensity".into(), format!("must be ≥ 0 and at most 1 / number of arms ({:.4})", 1.0 / k));
         }
-        if let Err(e) = parse_duration(&self.reward_wait) {
-            err("reward_wait".into(), e);
+        match parse_duration(&self.reward_wait) {
+            Ok(d) if d > MAX_REWARD_WAIT => err("reward_wait".into(), "must be at most 90 days".into()),
+            Ok(_) => {}
+            Err(e) => err("reward_wait".into(), e),
         }
         let mut metric_names = std::collections::HashSet::new();
         for (field, m) in std::iter::once(("primary_metric".to_string(), &self.primary_metric))
@@ -310,6 +381,7 @@ impl Definition {
             }
             match parse_duration(&m.window) {
                 Ok(d) if d.is_zero() => err(format!("{field}.window"), "must be longer than zero".into()),
+                Ok(d) if d > MAX_WINDOW => err(format!("{field}.window"), "must be at most 365 days".into()),
                 Ok(_) => {}
                 Err(e) => err(format!("{field}.window"), e),
             }
@@ -318,6 +390,9 @@ impl Definition {
             let field = format!("targeting[{i}]");
             if r.attribute.is_empty() || r.attribute.len() > MAX_KEY_LEN {
                 err(format!("{field}.attribute"), "must be 1–64 characters".into());
+            }
+            if let Some(why) = text_problem(&r.attribute, false) {
+                err(format!("{field}.attribute"), why.into());
             }
             match r.op {
                 RuleOp::In | RuleOp::NotIn => {

@@ -24,7 +24,7 @@ use crate::experiment::registry::SnapshotState;
 use crate::experiment::Status;
 use crate::policy::{self, explore, ArmFeedback};
 use crate::store::{partitions, queries, Db, StoreError};
-use crate::telemetry::Metrics;
+use crate::telemetry::{Metrics, RunOutcome, Task};
 
 /// Advisory-lock key of the learner (an arbitrary constant: "STRATLRN").
 const LEARNER_LOCK: i64 = 0x5354_5241_544c_524e;
@@ -86,7 +86,7 @@ pub fn run_once(db: &Db, metrics: &Metrics, now: NaiveDateTime) -> Result<RunRep
         report.experiments += 1;
         let def = &stored.definition;
         let arm_keys = def.arm_keys();
-        let wait = chrono::Duration::from_std(def.reward_wait_duration()).unwrap_or(chrono::Duration::zero());
+        let wait = def.reward_wait_duration();
         let binary = def.policy.wants_binary_reward();
         let aggregates = queries::arm_feedback(
             db,
@@ -94,7 +94,7 @@ pub fn run_once(db: &Db, metrics: &Metrics, now: NaiveDateTime) -> Result<RunRep
             stored.row.current_version,
             &def.primary_metric.name,
             binary,
-            now - wait,
+            crate::experiment::definition::time_before(now, wait),
         )?;
         let mut feedback = vec![ArmFeedback::default(); arm_keys.len()];
         for a in aggregates {
@@ -123,8 +123,21 @@ pub fn run_once(db: &Db, metrics: &Metrics, now: NaiveDateTime) -> Result<RunRep
         tracing::info!(experiment = %stored.row.key, policy_version = pv, n_feedback, "new policy snapshot");
         report.snapshots_written += 1;
     }
-    metrics.learner_last_run.set(chrono::Utc::now().timestamp());
     Ok(report)
+}
+
+/// [`run_once`], counted and timed in `metrics` (`strategist_background_runs_total`, the
+/// learner's last-run time); what the background loop runs.
+pub fn run_recorded(db: &Db, metrics: &Metrics, now: NaiveDateTime) -> Result<RunReport, StoreError> {
+    let started = Instant::now();
+    let result = run_once(db, metrics, now);
+    let outcome = match &result {
+        Ok(r) if r.skipped_locked => RunOutcome::SkippedLocked,
+        Ok(_) => RunOutcome::Completed,
+        Err(_) => RunOutcome::Failed,
+    };
+    metrics.record_run(Task::Learner, outcome, started.elapsed());
+    result
 }
 
 /// Runs the learner every `every` until `stop` is set; errors are logged and the loop
@@ -141,7 +154,7 @@ pub fn spawn(db: Db, metrics: Arc<Metrics>, every: Duration, stop: Arc<AtomicBoo
                         Err(e) => tracing::warn!(error = %e, "partition maintenance failed"),
                     }
                 }
-                match run_once(&db, &metrics, crate::store::now()) {
+                match run_recorded(&db, &metrics, crate::store::now()) {
                     Ok(r) if r.snapshots_written > 0 => tracing::debug!(?r, "learner run"),
                     Ok(_) => {}
                     Err(e) => tracing::warn!(error = %e, "learner run failed; retrying next interval"),

@@ -288,14 +288,23 @@ pub fn render_table(report: &OpeReport) -> String {
     let _ = writeln!(s);
     if let Some(tau) = report.estimators.switch_dr.tau {
         if tau >= report.max_weight {
-            let _ =
-                writeln!(s, "Switch-DR threshold τ = {tau:.3} ≥ the largest weight: no row switched (Switch-DR = DR)");
+            let _ = writeln!(
+                s,
+                "Switch-DR threshold τ = {tau:.3} ≥ the largest weight: no row switched (Switch-DR = DR (β=1))"
+            );
         } else {
             let _ = writeln!(
                 s,
                 "Switch-DR threshold τ = {tau:.3}: rows with a larger importance weight use the direct method"
             );
         }
+    }
+    if let Some(beta) = report.estimators.dr.beta {
+        let _ = writeln!(
+            s,
+            "DR = IPW − β·(w·q̂ − q̂^π) with β = {beta:.4} fitted by least squares (β = 0 is IPW, β = 1 the \
+             DR (β=1) row): asymptotically never less precise than either."
+        );
     }
     let _ = writeln!(
         s,
@@ -390,13 +399,14 @@ mod tests {
         for key in ["n", "ess", "max_weight", "on_policy_value"] {
             assert!(v[key].is_number(), "{key}");
         }
-        for e in ["ipw", "snipw", "dm", "dr", "switch_dr"] {
+        for e in ["ipw", "snipw", "dm", "dr", "dr_classic", "switch_dr"] {
             let est = &v["estimators"][e];
             assert!(est["estimate"].is_number(), "{e}");
             assert_eq!(est["ci95"].as_array().map(Vec::len), Some(2), "{e}");
             assert_eq!(est["bootstrap_ci95"].as_array().map(Vec::len), Some(2), "{e}");
         }
         let table = render_table(&r);
-        assert!(table.contains("Switch-DR") && table.contains("bootstrap 95% CI"));
+        assert!(v["estimators"]["dr"]["beta"].is_number() && v["estimators"]["ipw"].get("beta").is_none());
+        assert!(table.contains("Switch-DR") && table.contains("bootstrap 95% CI") && table.contains("DR (β=1)"));
     }
 }

@@ -13,9 +13,10 @@
 //!   snapshot of the platform read by [`platform::snapshot_policy`]).
 //! - [`reward_model`] fits a cross-fitted, L2-regularised logistic (or linear) regression of the
 //!   reward on context, action and position, for the direct method and doubly robust.
-//! - [`estimators`] holds the pure estimator formulas (DM, IPW, SNIPW, DR, Switch-DR), their
-//!   normal-approximation intervals, the effective sample size and the Switch-DR threshold
-//!   choice; [`bootstrap`] the seeded percentile bootstrap.
+//! - [`estimators`] holds the pure estimator formulas (DM, IPW, SNIPW, DR with a fitted
+//!   control-variate coefficient, classic DR, Switch-DR), their normal-approximation intervals,
+//!   the effective sample size and the Switch-DR threshold choice; [`bootstrap`] the seeded
+//!   percentile bootstrap.
 //! - [`cli`] is the `strategist ope` subcommand.
 //!
 //! Pure computation: no clock, no global RNG (every random step takes a seed), no I/O except

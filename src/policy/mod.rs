@@ -11,11 +11,17 @@
 //! propensity is exactly the probability with which the arm was drawn.
 //!
 //! One file per policy kind: [`fixed`], [`epsilon_greedy`], [`thompson`]
-//! (Beta-Bernoulli and Gaussian).
+//! (Beta-Bernoulli and Gaussian), [`linear`] (linear Thompson sampling and
+//! LinUCB). The linear kinds are contextual: their PMF depends on the
+//! request's features, so they have no context-free snapshot PMF;
+//! [`initial_linear_state`] and [`linear::LinearState`] hold their model, and
+//! [`update_state`] refuses them with [`PolicyError::NeedsContext`] until the
+//! service feeds them contexts.
 
 pub mod epsilon_greedy;
 pub mod explore;
 pub mod fixed;
+pub mod linear;
 pub mod thompson;
 
 use std::collections::{BTreeMap, HashSet};
@@ -64,6 +70,19 @@ pub enum PolicyError {
     /// of conversions, more conversions than exposures, …).
     #[error("invalid feedback for arm `{arm}`: {reason}")]
     InvalidFeedback { arm: String, reason: String },
+    /// A context handed to a contextual policy has the wrong dimension or a
+    /// non-finite feature, or names an unknown arm.
+    #[error("invalid context: {reason}")]
+    InvalidContext { reason: String },
+    /// A stored policy state is malformed (wrong shapes, non-finite numbers).
+    #[error("invalid policy state: {reason}")]
+    InvalidState { reason: String },
+    /// A contextual policy kind was asked for a context-free snapshot.
+    #[error(
+        "policy kind `{kind}` is contextual: it needs each request's features, which the service \
+         does not feed policies yet (wired by issue 5's profile work)"
+    )]
+    NeedsContext { kind: &'static str },
 }
 
 impl PolicyError {
@@ -77,6 +96,9 @@ impl PolicyError {
             PolicyError::ArmCountMismatch { .. } => "arm_count_mismatch",
             PolicyError::InvalidPmf { .. } => "invalid_pmf",
             PolicyError::InvalidFeedback { .. } => "invalid_feedback",
+            PolicyError::InvalidContext { .. } => "invalid_context",
+            PolicyError::InvalidState { .. } => "invalid_policy_state",
+            PolicyError::NeedsContext { .. } => "policy_needs_context",
         }
     }
 
@@ -95,6 +117,26 @@ fn default_draws() -> u32 {
 
 fn default_prior_sd() -> f64 {
     DEFAULT_PRIOR_SD
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn default_lambda() -> f64 {
+    linear::DEFAULT_LAMBDA
+}
+
+fn default_v() -> f64 {
+    linear::DEFAULT_V
+}
+
+fn default_alpha() -> f64 {
+    linear::DEFAULT_ALPHA
+}
+
+fn default_lin_ts_draws() -> u32 {
+    linear::DEFAULT_LIN_TS_DRAWS
 }
 
 /// A policy as written in experiment definitions (TOML/JSON), e.g.
@@ -127,6 +169,37 @@ pub enum PolicySpec {
         #[serde(default = "default_draws")]
         draws: u32,
     },
+    /// Linear Thompson sampling on a ridge regression per arm (contextual).
+    LinTs {
+        /// Dimension of the context vector (required).
+        features: usize,
+        /// Ridge prior precision, > 0.
+        #[serde(default = "default_lambda")]
+        lambda: f64,
+        /// Exploration scale: `theta ~ N(theta_hat, v² A⁻¹)`, > 0.
+        #[serde(default = "default_v")]
+        v: f64,
+        /// Monte Carlo draws per decision, 1..=10,000.
+        #[serde(default = "default_lin_ts_draws")]
+        draws: u32,
+        /// Append a constant feature (a per-arm bias).
+        #[serde(default = "yes")]
+        intercept: bool,
+    },
+    /// LinUCB, disjoint model (contextual).
+    LinUcb {
+        /// Dimension of the context vector (required).
+        features: usize,
+        /// Ridge prior precision, > 0.
+        #[serde(default = "default_lambda")]
+        lambda: f64,
+        /// Width of the confidence bonus, >= 0.
+        #[serde(default = "default_alpha")]
+        alpha: f64,
+        /// Append a constant feature (a per-arm bias).
+        #[serde(default = "yes")]
+        intercept: bool,
+    },
 }
 
 impl PolicySpec {
@@ -135,7 +208,9 @@ impl PolicySpec {
     /// outside [0, 1], non-finite or negative weights, weights naming unknown
     /// arms or missing arms, all-zero weights, non-finite priors or priors
     /// <= 0 (`prior_alpha`, `prior_beta`, `prior_sd`), `draws` outside
-    /// [`MIN_DRAWS`, `MAX_DRAWS`].
+    /// [`MIN_DRAWS`, `MAX_DRAWS`]; for the linear kinds `features` outside
+    /// 1..=[`linear::MAX_FEATURES`], `lambda` or `v` not > 0, `alpha` < 0,
+    /// `draws` outside 1..=[`linear::MAX_LIN_TS_DRAWS`].
     pub fn validate(&self, arm_keys: &[String]) -> Result<(), PolicyError> {
         validate_arm_keys(arm_keys)?;
         match self {
@@ -153,17 +228,38 @@ impl PolicySpec {
                 positive_finite("prior_sd", *prior_sd)?;
                 validate_draws(*draws)
             }
+            PolicySpec::LinTs { features, lambda, .. } | PolicySpec::LinUcb { features, lambda, .. } => {
+                linear::validate_model(*features, *lambda)?;
+                // Both kinds carry exploration parameters: `linear_exploration` is `Some`.
+                self.linear_exploration().map_or(Ok(()), linear::validate_exploration)
+            }
         }
     }
 
-    /// The `kind` tag: `fixed`, `epsilon_greedy`, `thompson_beta` or
-    /// `thompson_gaussian`.
+    /// How a linear kind explores (`None` for context-free kinds).
+    pub fn linear_exploration(&self) -> Option<linear::Exploration> {
+        match self {
+            PolicySpec::LinTs { v, draws, .. } => Some(linear::Exploration::Thompson { v: *v, draws: *draws }),
+            PolicySpec::LinUcb { alpha, .. } => Some(linear::Exploration::Ucb { alpha: *alpha }),
+            _ => None,
+        }
+    }
+
+    /// Whether the kind's PMF depends on the request's context (`lin_ts`, `lin_ucb`).
+    pub fn is_contextual(&self) -> bool {
+        self.linear_exploration().is_some()
+    }
+
+    /// The `kind` tag: `fixed`, `epsilon_greedy`, `thompson_beta`,
+    /// `thompson_gaussian`, `lin_ts` or `lin_ucb`.
     pub fn kind(&self) -> &'static str {
         match self {
             PolicySpec::Fixed { .. } => "fixed",
             PolicySpec::EpsilonGreedy { .. } => "epsilon_greedy",
             PolicySpec::ThompsonBeta { .. } => "thompson_beta",
             PolicySpec::ThompsonGaussian { .. } => "thompson_gaussian",
+            PolicySpec::LinTs { .. } => "lin_ts",
+            PolicySpec::LinUcb { .. } => "lin_ucb",
         }
     }
 
@@ -305,6 +401,9 @@ pub fn initial_state(spec: &PolicySpec, arm_keys: &[String], seed: u64) -> Resul
 ///   from it) is exact for the snapshot. When all arms have the same
 ///   posterior the PMF is exactly uniform by symmetry and `draws` is 0.
 ///
+/// - `lin_ts`, `lin_ucb`: [`PolicyError::NeedsContext`] — a contextual
+///   policy has no context-free PMF (see [`linear`]).
+///
 /// The spec is validated first; feedback must be finite, `sum_sq >= 0`,
 /// `n = 0` implies zero sums, and for `thompson_beta` `0 <= sum <= n`.
 pub fn update_state(
@@ -336,6 +435,21 @@ pub fn update_state(
         PolicySpec::ThompsonGaussian { prior_mean, prior_sd, draws } => {
             thompson::gaussian_state(*prior_mean, *prior_sd, *draws, feedback, seed)
         }
+        PolicySpec::LinTs { .. } | PolicySpec::LinUcb { .. } => Err(PolicyError::NeedsContext { kind: spec.kind() }),
+    }
+}
+
+/// The prior model of a linear kind (`lin_ts`, `lin_ucb`): one ridge
+/// regression per arm with `A = lambda I`, `b = 0`. Validates the spec;
+/// [`PolicyError::InvalidParameter`] on `kind` for a context-free kind.
+pub fn initial_linear_state(spec: &PolicySpec, arm_keys: &[String]) -> Result<linear::LinearState, PolicyError> {
+    spec.validate(arm_keys)?;
+    match spec {
+        PolicySpec::LinTs { features, lambda, intercept, .. }
+        | PolicySpec::LinUcb { features, lambda, intercept, .. } => {
+            linear::LinearState::new(arm_keys.len(), *features, *intercept, *lambda)
+        }
+        other => Err(PolicyError::param("kind", format!("`{}` is not a linear policy kind", other.kind()))),
     }
 }
 
@@ -564,6 +678,9 @@ mod tests {
             (PolicyError::NoEligibleArm, "no_eligible_arm"),
             (PolicyError::FloorTooHigh { min_propensity: 0.5, arms: 3 }, "min_propensity_too_high"),
             (PolicyError::InvalidPmf { reason: "x".into() }, "invalid_pmf"),
+            (PolicyError::InvalidContext { reason: "x".into() }, "invalid_context"),
+            (PolicyError::InvalidState { reason: "x".into() }, "invalid_policy_state"),
+            (PolicyError::NeedsContext { kind: "lin_ts" }, "policy_needs_context"),
         ];
         for (err, code) in cases {
             assert_eq!(err.code(), code);
@@ -578,6 +695,75 @@ mod tests {
         assert_eq!(json, serde_json::json!({"pmf": [0.5, 0.5], "arms": [{"n": 0}, {"n": 0}], "seed": 7, "draws": 0}));
         let back: PolicyState = serde_json::from_value(json).unwrap();
         assert_eq!(back, state);
+    }
+
+    fn lin_ts(features: usize) -> PolicySpec {
+        PolicySpec::LinTs {
+            features,
+            lambda: linear::DEFAULT_LAMBDA,
+            v: linear::DEFAULT_V,
+            draws: linear::DEFAULT_LIN_TS_DRAWS,
+            intercept: true,
+        }
+    }
+
+    #[test]
+    fn linear_specs_parse_with_defaults_and_require_the_feature_dimension() {
+        let spec: PolicySpec = serde_json::from_str(r#"{"kind":"lin_ts","features":20}"#).unwrap();
+        assert_eq!(spec, lin_ts(20));
+        assert_eq!(spec.kind(), "lin_ts");
+        assert!(spec.is_contextual() && !spec.wants_binary_reward());
+        let spec: PolicySpec =
+            toml::from_str("kind = \"lin_ucb\"\nfeatures = 8\nalpha = 0.3\nintercept = false").unwrap();
+        assert_eq!(spec, PolicySpec::LinUcb { features: 8, lambda: 1.0, alpha: 0.3, intercept: false });
+        assert_eq!(spec.linear_exploration(), Some(linear::Exploration::Ucb { alpha: 0.3 }));
+        assert!(!beta_spec().is_contextual());
+        let err = serde_json::from_str::<PolicySpec>(r#"{"kind":"lin_ts"}"#).unwrap_err().to_string();
+        assert!(err.contains("missing field `features`"), "{err}");
+        let err =
+            serde_json::from_str::<PolicySpec>(r#"{"kind":"lin_ucb","features":3,"v":1}"#).unwrap_err().to_string();
+        assert!(err.contains("unknown field `v`"), "{err}");
+        let json = serde_json::to_string(&lin_ts(5)).unwrap();
+        assert_eq!(serde_json::from_str::<PolicySpec>(&json).unwrap(), lin_ts(5));
+    }
+
+    #[test]
+    fn validate_rejects_bad_linear_parameters_naming_the_field() {
+        let arms = keys(3);
+        let ts = |features, lambda, v, draws| PolicySpec::LinTs { features, lambda, v, draws, intercept: true };
+        let ucb = |features, lambda, alpha| PolicySpec::LinUcb { features, lambda, alpha, intercept: true };
+        let cases = [
+            (ts(0, 1.0, 0.2, 64), "features"),
+            (ts(linear::MAX_FEATURES + 1, 1.0, 0.2, 64), "features"),
+            (ts(4, 0.0, 0.2, 64), "lambda"),
+            (ts(4, f64::NAN, 0.2, 64), "lambda"),
+            (ts(4, 1.0, 0.0, 64), "v"),
+            (ts(4, 1.0, f64::INFINITY, 64), "v"),
+            (ts(4, 1.0, 0.2, 0), "draws"),
+            (ts(4, 1.0, 0.2, linear::MAX_LIN_TS_DRAWS + 1), "draws"),
+            (ucb(4, -1.0, 1.0), "lambda"),
+            (ucb(4, 1.0, -0.1), "alpha"),
+            (ucb(4, 1.0, f64::NAN), "alpha"),
+        ];
+        for (spec, field) in cases {
+            assert_eq!(field_of(spec.validate(&arms).unwrap_err()), field, "{spec:?}");
+        }
+        ts(20, 0.5, 0.1, 1).validate(&arms).unwrap();
+        ucb(1, 1.0, 0.0).validate(&arms).unwrap();
+    }
+
+    #[test]
+    fn linear_kinds_have_no_context_free_snapshot_but_an_initial_model() {
+        let err = initial_state(&lin_ts(4), &keys(3), 1).unwrap_err();
+        assert_eq!(err, PolicyError::NeedsContext { kind: "lin_ts" });
+        assert_eq!(err.code(), "policy_needs_context");
+        assert!(err.to_string().contains("issue 5"), "{err}");
+        let ucb = PolicySpec::LinUcb { features: 4, lambda: 2.0, alpha: 1.0, intercept: false };
+        assert_eq!(initial_state(&ucb, &keys(3), 1).unwrap_err().code(), "policy_needs_context");
+        let model = initial_linear_state(&ucb, &keys(3)).unwrap();
+        assert_eq!((model.arms(), model.features(), model.dim(), model.lambda()), (3, 4, 4, 2.0));
+        assert_eq!(field_of(initial_linear_state(&beta_spec(), &keys(3)).unwrap_err()), "kind");
+        assert_eq!(initial_linear_state(&lin_ts(4), &[]).unwrap_err(), PolicyError::NoArms);
     }
 
     #[test]

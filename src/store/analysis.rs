@@ -147,7 +147,10 @@ fn cells_sql(
         Some(window) => {
             // A sticky unit's first exposure f, the unit's exposures u in [f, f + window] and
             // their rewards up to f + window.
-            let until = hi + chrono::Duration::milliseconds((window * 1000.0).ceil() as i64);
+            // Saturating: a window stored before validation bounded it must not panic.
+            let until = chrono::Duration::try_milliseconds((window * 1000.0).ceil() as i64)
+                .and_then(|w| hi.checked_add_signed(w))
+                .unwrap_or(NaiveDateTime::MAX);
             let (u_upper, r_upper) = if pg {
                 (
                     "u.created_at <= f.created_at + make_interval(secs => ?)",

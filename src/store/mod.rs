@@ -8,6 +8,7 @@ pub mod analysis;
 pub mod export;
 pub mod models;
 pub mod partitions;
+pub mod profiles;
 pub mod queries;
 pub mod schema;
 pub mod writer;
@@ -219,25 +220,20 @@ impl Db {
 
     /// Applies pending migrations; returns the names of those applied.
     pub fn migrate(&self) -> Result<Vec<String>, StoreError> {
-        let applied = match self {
-            Db::Pg(pool) => {
-                let mut c = pool.get()?;
-                c.run_pending_migrations(PG_MIGRATIONS)
-                    .map_err(|e| StoreError::Migration(e.to_string()))?
-                    .iter()
-                    .map(|m| m.to_string())
-                    .collect()
-            }
-            Db::Sqlite(pool) => {
-                let mut c = pool.get()?;
-                c.run_pending_migrations(SQLITE_MIGRATIONS)
-                    .map_err(|e| StoreError::Migration(e.to_string()))?
-                    .iter()
-                    .map(|m| m.to_string())
-                    .collect()
-            }
-        };
-        Ok(applied)
+        self.migrate_with_progress(&mut |_, _, _| {})
+    }
+
+    /// [`Db::migrate`], one migration at a time (each in its own transaction, as diesel's
+    /// `run_pending_migrations` does): `on_step(done, total, Some(name))` before each,
+    /// `on_step(total, total, None)` at the end.
+    pub fn migrate_with_progress(
+        &self,
+        on_step: &mut dyn FnMut(usize, usize, Option<&str>),
+    ) -> Result<Vec<String>, StoreError> {
+        match self {
+            Db::Pg(pool) => run_migrations_stepwise(&mut pool.get()?, PG_MIGRATIONS, on_step),
+            Db::Sqlite(pool) => run_migrations_stepwise(&mut pool.get()?, SQLITE_MIGRATIONS, on_step),
+        }
     }
 
     /// A cheap round trip, used by `/readyz` and the outage probe.
@@ -247,6 +243,23 @@ impl Db {
             Ok(())
         })
     }
+}
+
+fn run_migrations_stepwise<B: diesel::backend::Backend>(
+    conn: &mut impl MigrationHarness<B>,
+    source: EmbeddedMigrations,
+    on_step: &mut dyn FnMut(usize, usize, Option<&str>),
+) -> Result<Vec<String>, StoreError> {
+    let pending = conn.pending_migrations(source).map_err(|e| StoreError::Migration(e.to_string()))?;
+    let total = pending.len();
+    let mut applied = Vec::with_capacity(total);
+    for (done, m) in pending.iter().enumerate() {
+        on_step(done, total, Some(&m.name().to_string()));
+        let version = conn.run_migration(m.as_ref()).map_err(|e| StoreError::Migration(e.to_string()))?;
+        applied.push(version.to_string());
+    }
+    on_step(total, total, None);
+    Ok(applied)
 }
 
 fn sqlite_path_str(path: &Path) -> Result<String, StoreError> {

@@ -202,3 +202,14 @@ diesel::table! {
         created_at -> Timestamp,
     }
 }
+
+diesel::table! {
+    reports (id) {
+        id -> BigInt,
+        week -> Text,
+        format -> Text,
+        content -> Text,
+        bytes -> BigInt,
+        created_at -> Timestamp,
+    }
+}

@@ -175,10 +175,12 @@ fn run(
         let results = match commit(&db, &items) {
             Ok(outcomes) => {
                 db_up.store(true, Ordering::Relaxed);
+                metrics.db_up.set(1);
                 outcomes.into_iter().map(Ok).collect::<Vec<_>>()
             }
             Err(e) if e.is_unavailable() => {
                 db_up.store(false, Ordering::Relaxed);
+                metrics.db_up.set(0);
                 tracing::warn!(error = %e, items = batch.len(), "log batch not committed: database unavailable");
                 batch.iter().map(|_| Err(StoreError::Unavailable(e.to_string()))).collect()
             }

@@ -141,20 +141,7 @@ async fn an_oversized_action_body_gets_413_with_a_code(backend: Backend) {
     assert_code((s, &v), (413, "payload_too_large"), "POST /v1/experiments/shop/pause");
     assert_eq!(row_counts(&app), before, "nothing refused was stored");
 }
-mod an_oversized_action_body_gets_413_with_a_code {
-    // FINDING (issue 7): `POST /v1/experiments/{key}/{action}` reads its body as raw bytes;
-    // over `max_body_bytes` actix answers 413 itself, with no JSON body and no `error` code.
-    #[actix_web::test]
-    #[ignore = "finding: the action route's 413 has no error body"]
-    async fn on_postgres() {
-        super::an_oversized_action_body_gets_413_with_a_code(crate::helpers::Backend::Postgres).await;
-    }
-    #[actix_web::test]
-    #[ignore = "finding: the action route's 413 has no error body"]
-    async fn on_sqlite() {
-        super::an_oversized_action_body_gets_413_with_a_code(crate::helpers::Backend::Sqlite).await;
-    }
-}
+on_both_backends!(an_oversized_action_body_gets_413_with_a_code);
 
 fn nested(depth: usize, leaf: &str) -> String {
     format!("{}{leaf}{}", "[".repeat(depth), "]".repeat(depth))
@@ -675,78 +662,116 @@ async fn nul_in_a_name_or_a_reason_is_a_4xx_not_a_500(backend: Backend) {
     judge(&mut problems, "POST /v1/experiments/shop/pause, NUL in `reason`", got, &[200]);
     assert!(problems.is_empty(), "{problems:#?}");
 }
-mod nul_in_a_name_or_a_reason_is_a_4xx_not_a_500 {
-    // FINDING (issue 7): on Postgres a NUL in an experiment's name or an action's reason
-    // reaches a TEXT column and fails there: 500 internal_error. Unignore once fixed.
-    #[actix_web::test]
-    #[ignore = "finding: NUL in name/reason is a 500 on Postgres"]
-    async fn on_postgres() {
-        super::nul_in_a_name_or_a_reason_is_a_4xx_not_a_500(crate::helpers::Backend::Postgres).await;
-    }
-    #[actix_web::test]
-    async fn on_sqlite() {
-        super::nul_in_a_name_or_a_reason_is_a_4xx_not_a_500(crate::helpers::Backend::Sqlite).await;
-    }
-}
+on_both_backends!(nul_in_a_name_or_a_reason_is_a_4xx_not_a_500);
 
-/// An attribution window (or reward wait) so long that `now − window` leaves chrono's
-/// range: validation accepts it, then rewards, the learner and the analyzer subtract it
-/// from now. Each must answer (a 4xx or success) or skip it, never panic or 500.
-async fn an_absurdly_long_window_is_refused_or_served_never_a_500(backend: Backend) {
+/// Windows and reward waits are bounded (365 and 90 days): millions of years, past chrono's
+/// range, are refused with their field; the bounds themselves are served end to end (a reward
+/// by exposure and by unit, the learner, the analyzer). A huge duration that is already
+/// stored is covered by `a_huge_window_already_in_the_store_is_served_never_a_panic`.
+async fn absurd_durations_are_refused_with_their_field_and_the_bounds_are_served(backend: Backend) {
     let app = spawn_app(backend).await;
-    let mut problems = Vec::new();
-    for (i, window) in ["200000000y", "300000000y", "584000000000y"].iter().enumerate() {
-        let key = format!("long-{i}");
-        let mut def = definition(&key);
+    let before = row_counts(&app);
+    for (window, wait, bad) in [
+        ("200000000y", "10m", vec!["primary_metric.window"]),
+        ("300000000y", "300000000y", vec!["primary_metric.window", "reward_wait"]),
+        ("584000000000y", "584000000000y", vec!["primary_metric.window", "reward_wait"]),
+        ("366d", "91d", vec!["primary_metric.window", "reward_wait"]),
+        ("1h", "2160h 1s", vec!["reward_wait"]),
+    ] {
+        let mut def = definition("long");
         def["primary_metric"]["window"] = json!(window);
-        def["reward_wait"] = json!(window);
+        def["reward_wait"] = json!(wait);
         let (s, v) = app.request("POST", "/v1/experiments", Some(&app.admin_key), Some(&def)).await;
-        if s != 201 {
-            assert_code((s, &v), (422, "invalid_definition"), &format!("window {window}"));
-            continue;
+        assert_code((s, &v), (422, "invalid_definition"), &format!("window {window}, reward_wait {wait}"));
+        let message = v["message"].as_str().unwrap();
+        for field in bad {
+            assert!(message.contains(field), "{field} named in {message}");
         }
-        let (s, d) = app.assign(json!({"experiment": key, "unit_id": "u"})).await;
-        assert_eq!(s, 200, "{d}");
-        let exposure = d["exposure_id"].as_str().unwrap();
-        for (how, body) in [
-            (
-                "by exposure",
-                json!({"exposure_id": exposure, "metric": "purchase", "value": 1, "idempotency_key": "k1"}),
-            ),
-            (
-                "by unit",
-                json!({"unit_id": "u", "experiment": key, "metric": "purchase", "value": 1, "idempotency_key": "k2"}),
-            ),
-        ] {
-            let got = attempt(&app, "POST", "/v1/rewards", &app.assign_key, &body).await;
-            judge(&mut problems, &format!("POST /v1/rewards {how}, window {window}"), got, &[200]);
+        let (s, v) = app.request("PUT", "/v1/experiments/long", Some(&app.admin_key), Some(&def)).await;
+        assert!(matches!(s, 404 | 422), "{s} {v}");
+    }
+    assert_eq!(row_counts(&app), before, "nothing refused was stored");
+    // The bounds are legal and served.
+    let mut def = definition("long");
+    def["primary_metric"]["window"] = json!("365d");
+    def["guardrails"][0]["window"] = json!("8760h");
+    def["reward_wait"] = json!("90d");
+    app.create_experiment(&def).await;
+    let (s, d) = app.assign(json!({"experiment": "long", "unit_id": "u"})).await;
+    assert_eq!(s, 200, "{d}");
+    let exposure = d["exposure_id"].as_str().unwrap();
+    let (s, r) =
+        app.reward(json!({"exposure_id": exposure, "metric": "purchase", "value": 1, "idempotency_key": "k1"})).await;
+    assert_eq!(s, 200, "{r}");
+    let (s, r) = app.reward(json!({"unit_id": "u", "metric": "revenue", "value": 3, "idempotency_key": "k2"})).await;
+    assert_eq!((s, &r["attributions"][0]["exposure_id"]), (200, &json!(exposure)), "{r}");
+    app.learn();
+    let report = app.analyze(strategist::store::now());
+    assert!(report.failed.is_empty(), "{:?}", report.failed);
+}
+on_both_backends!(absurd_durations_are_refused_with_their_field_and_the_bounds_are_served);
+
+/// A definition stored before `validate` bounded windows (or written to the store by hand):
+/// every duration of millions of years, one past chrono's range. Rewards by exposure and by
+/// unit are served, the learner and the analyzer run (sticky, so the analyzer's per-unit SQL
+/// sees the window too): no panic, no 500.
+async fn a_huge_window_already_in_the_store_is_served_never_a_panic(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let mut def = definition("old");
+    def["sticky"] = json!(true);
+    app.create_experiment(&def).await;
+    let exp_id = app.state.registry.load().get("old").unwrap().id;
+    let mut huge = def.clone();
+    huge["primary_metric"]["window"] = json!("200000000y");
+    huge["guardrails"][0]["window"] = json!("584000000000y");
+    huge["reward_wait"] = json!("584000000000y");
+    let huge: strategist::experiment::definition::Definition = serde_json::from_value(huge).unwrap();
+    assert_eq!(huge.validate().len(), 3, "validation refuses each duration now: {:?}", huge.validate());
+    let text = serde_json::to_string(&huge).unwrap().replace('\'', "''");
+    let sql = format!("UPDATE experiment_versions SET definition = '{text}' WHERE experiment_id = {exp_id}");
+    let changed = (|| -> Result<usize, StoreError> {
+        strategist::db_run!(&app.db, |conn| { Ok(diesel::sql_query(&sql).execute(conn)?) })
+    })()
+    .unwrap();
+    assert_eq!(changed, 1, "the stored definition was rewritten");
+    app.state.invalidate();
+    app.state.refresh_registry().unwrap();
+    let live = app.state.registry.load().get("old").unwrap().definition.primary_metric.window.clone();
+    assert_eq!(live, "200000000y");
+    let mut problems = Vec::new();
+    let (s, d) = app.assign(json!({"experiment": "old", "unit_id": "u"})).await;
+    assert_eq!(s, 200, "{d}");
+    let exposure = d["exposure_id"].as_str().unwrap();
+    for (how, metric, body) in [
+        (
+            "by exposure",
+            "purchase",
+            json!({"exposure_id": exposure, "metric": "purchase", "value": 1, "idempotency_key": "k1"}),
+        ),
+        ("by unit", "purchase", json!({"unit_id": "u", "metric": "purchase", "value": 1, "idempotency_key": "k2"})),
+        ("by unit", "revenue", json!({"unit_id": "u", "metric": "revenue", "value": 9.5, "idempotency_key": "k3"})),
+    ] {
+        let got = attempt(&app, "POST", "/v1/rewards", &app.assign_key, &body).await;
+        match got {
+            Ok((200, v)) => assert_eq!(v["attributions"][0]["exposure_id"], json!(exposure), "{v}"),
+            other => problems.push(format!("POST /v1/rewards {how} on `{metric}`: {other:?}")),
         }
     }
-    // The background jobs read the same windows.
     if let Err(e) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| app.learn())) {
         problems.push(format!("the learner panicked: {}", panic_text(&e)));
     }
     let now = strategist::store::now();
-    if let Err(e) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| app.analyze(now))) {
-        problems.push(format!("the analyzer panicked: {}", panic_text(&e)));
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| app.analyze(now))) {
+        Ok(report) => {
+            if !report.failed.is_empty() {
+                problems.push(format!("the analyzer failed on {:?}", report.failed));
+            }
+        }
+        Err(e) => problems.push(format!("the analyzer panicked: {}", panic_text(&e))),
     }
     assert!(problems.is_empty(), "{problems:#?}");
 }
-mod an_absurdly_long_window_is_refused_or_served_never_a_500 {
-    // FINDING (issue 7): `validate` accepts windows and reward waits of millions of years;
-    // `now - window` then overflows chrono (a panic in the reward handler, the learner and
-    // the analyzer) or `Duration::from_std` fails (a 500). Unignore once fixed.
-    #[actix_web::test]
-    #[ignore = "finding: huge windows panic the reward handler and the background jobs"]
-    async fn on_postgres() {
-        super::an_absurdly_long_window_is_refused_or_served_never_a_500(crate::helpers::Backend::Postgres).await;
-    }
-    #[actix_web::test]
-    #[ignore = "finding: huge windows panic the reward handler and the background jobs"]
-    async fn on_sqlite() {
-        super::an_absurdly_long_window_is_refused_or_served_never_a_500(crate::helpers::Backend::Sqlite).await;
-    }
-}
+on_both_backends!(a_huge_window_already_in_the_store_is_served_never_a_panic);
 
 fn panic_text(e: &Box<dyn std::any::Any + Send>) -> String {
     e.downcast_ref::<String>().cloned().or_else(|| e.downcast_ref::<&str>().map(|s| s.to_string())).unwrap_or_default()

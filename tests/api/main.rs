@@ -4,6 +4,7 @@ mod helpers;
 
 mod analysis;
 mod auth;
+mod browser;
 mod crash;
 mod decisions;
 mod durability;
@@ -14,4 +15,6 @@ mod learning;
 mod ope_log;
 mod ops;
 mod outage;
+mod profiles;
+mod reports;
 mod rewards;

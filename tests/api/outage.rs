@@ -291,3 +291,47 @@ async fn a_database_outage_under_load_degrades_then_recovers_without_losing_ackn
         acked.len()
     );
 }
+
+/// With the refresher slowed to an hour, only a failed commit can tell the process that the
+/// database went away: the first `/assign` after the database closes fails in the log writer
+/// with a connection error, which moves `strategist_database_up` to 0 at once; from then on
+/// `/rewards` and `/rewards/batch` answer 503 `database_unavailable` with `Retry-After: 1`
+/// from the known state (no connection attempt), `/assign` answers unlogged, nothing is
+/// stored, and one successful probe brings all of it back.
+#[actix_web::test]
+async fn a_failed_commit_marks_the_store_down_and_rewards_are_refused_from_that_state() {
+    let app = crate::helpers::spawn_app_with(Backend::Postgres, |s| s.refresh_interval = "1h".into()).await;
+    app.create_experiment(&definition("down")).await;
+    let (s, d) = app.assign(json!({"experiment": "down", "unit_id": "u1"})).await;
+    assert_eq!((s, d["logged"].as_bool()), (200, Some(true)), "{d}");
+    let exposure = d["exposure_id"].as_str().unwrap().to_string();
+    assert_eq!(database_up(&app).await, Some(1));
+    let name = app.pg_name.clone().expect("a Postgres test database");
+    admin_sql(format!("ALTER DATABASE {name} ALLOW_CONNECTIONS false")).await;
+    admin_sql(format!("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}'")).await;
+    let (s, d) = app.assign(json!({"experiment": "down", "unit_id": "u2"})).await;
+    assert_eq!(s, 200, "{d}");
+    assert!(!app.state.db_up(), "the failed commit marked the store down");
+    assert_eq!(database_up(&app).await, Some(0), "the gauge moved with the failed commit");
+    let reward = json!({"exposure_id": exposure, "metric": "purchase", "value": 1, "idempotency_key": "k"});
+    for (path, body) in [("/v1/rewards", reward.clone()), ("/v1/rewards/batch", json!({"rewards": [reward.clone()]}))] {
+        let mut resp = app
+            .client
+            .post(format!("{}{path}", app.address))
+            .insert_header(("Authorization", format!("Bearer {}", app.assign_key)))
+            .send_json(&body)
+            .await
+            .expect("answer");
+        let retry_after = resp.headers().get("Retry-After").and_then(|v| v.to_str().ok()).map(str::to_string);
+        let v: Value = serde_json::from_slice(&resp.body().await.expect("body")).unwrap_or(Value::Null);
+        assert_eq!((resp.status().as_u16(), v["error"].as_str()), (503, Some("database_unavailable")), "{path}: {v}");
+        assert_eq!(retry_after.as_deref(), Some("1"), "{path}");
+    }
+    let (s, d) = app.assign(json!({"experiment": "down", "unit_id": "u3"})).await;
+    assert_eq!((s, d["logged"].as_bool(), d["reason"].as_str()), (200, Some(false), Some("store_unavailable")), "{d}");
+    admin_sql(format!("ALTER DATABASE {name} ALLOW_CONNECTIONS true")).await;
+    app.state.refresh_all();
+    assert_eq!(database_up(&app).await, Some(1));
+    let (s, r) = app.reward(reward).await;
+    assert_eq!((s, r["duplicate"].as_bool()), (200, Some(false)), "the refused reward was not stored: {r}");
+}
