@@ -29,6 +29,9 @@ pub struct Settings {
     pub analyzer_interval: String,
     pub analyzer_margin: String,
     pub run_analyzer: bool,
+    /// When each week's report is written after the week closes: `"WEEKDAY HH:MM"` (UTC),
+    /// e.g. `"mon 06:00"`; empty disables the report job.
+    pub report_schedule: String,
     pub log_json: bool,
 }
 
@@ -49,6 +52,7 @@ impl Default for Settings {
             analyzer_interval: "5m".into(),
             analyzer_margin: "30s".into(),
             run_analyzer: true,
+            report_schedule: "mon 06:00".into(),
             log_json: false,
         }
     }
@@ -103,6 +107,10 @@ pub struct SettingsArgs {
     /// Run the background analyzer in this process (true/false) [default: true].
     #[arg(long, env = "STRATEGIST_RUN_ANALYZER")]
     pub run_analyzer: Option<bool>,
+    /// When the weekly report of a closed week is written and stored: "WEEKDAY HH:MM" (UTC),
+    /// e.g. "mon 06:00"; empty disables it [default: mon 06:00].
+    #[arg(long, env = "STRATEGIST_REPORT_SCHEDULE")]
+    pub report_schedule: Option<String>,
     /// Log as JSON lines [default: false].
     #[arg(long, env = "STRATEGIST_LOG_JSON")]
     pub log_json: Option<bool>,
@@ -148,6 +156,7 @@ impl Settings {
             analyzer_interval,
             analyzer_margin,
             run_analyzer,
+            report_schedule,
             log_json
         );
         s.check()?;
@@ -164,6 +173,8 @@ impl Settings {
         ] {
             parse_duration(v).map_err(|reason| ConfigError::Invalid { field, reason })?;
         }
+        crate::report::job::Schedule::parse(&self.report_schedule)
+            .map_err(|reason| ConfigError::Invalid { field: "report_schedule", reason })?;
         if self.writer_max_batch == 0 {
             return Err(ConfigError::Invalid { field: "writer_max_batch", reason: "must be at least 1".into() });
         }
@@ -187,6 +198,11 @@ impl Settings {
 
     pub fn refresh_every(&self) -> Duration {
         parse_duration(&self.refresh_interval).unwrap_or(Duration::from_secs(1))
+    }
+
+    /// The report job's schedule; `None` when disabled (checked by `load`).
+    pub fn report_schedule(&self) -> Option<crate::report::job::Schedule> {
+        crate::report::job::Schedule::parse(&self.report_schedule).ok().flatten()
     }
 
     pub fn batch_wait(&self) -> Duration {

@@ -83,6 +83,9 @@ impl Application {
         if settings.run_learner {
             threads.push(crate::learner::spawn(db.clone(), metrics.clone(), settings.learner_every(), stop.clone()));
         }
+        if let Some(schedule) = settings.report_schedule() {
+            threads.push(crate::report::job::spawn(db.clone(), schedule, stop.clone()));
+        }
         if settings.run_analyzer {
             threads.push(crate::analysis::job::spawn(
                 db,

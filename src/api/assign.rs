@@ -23,9 +23,11 @@ pub struct AssignRequest {
     /// Experiment key.
     pub experiment: String,
     /// The shopper (or session) id; stored only as a keyed hash.
+    #[schema(min_length = 1, max_length = 256, pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]+$")]
     pub unit_id: String,
     /// Makes the draw repeatable: the same (unit, request id) gets the same arm.
     #[serde(default)]
+    #[schema(min_length = 1, max_length = 256, pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]+$")]
     pub request_id: Option<String>,
     /// Flat attributes: numbers, strings or booleans.
     #[serde(default)]
@@ -57,6 +59,7 @@ pub struct AssignResponse {
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AssignBatchRequest {
+    #[schema(min_items = 1, max_items = 500)]
     pub requests: Vec<AssignRequest>,
 }
 
@@ -198,6 +201,7 @@ async fn decide_one(state: &web::Data<AppState>, req: AssignRequest) -> Result<A
         context: serde_json::to_string(&ctx).map_err(ApiError::internal)?,
         policy_version: exp.policy_version,
         created_at,
+        features: None,
     };
     match state.writer.write(WriteItem::Exposure(ExposureWrite { row, sticky })).await {
         Ok(WriteOutcome::Logged { arm: logged_arm, propensity, sticky }) => {

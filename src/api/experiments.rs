@@ -23,7 +23,11 @@ pub struct ExperimentView {
     /// Probability of each arm under the served snapshot, before eligibility and the floor.
     #[schema(value_type = Option<Object>)]
     pub pmf: Option<serde_json::Map<String, serde_json::Value>>,
+    /// UTC, ISO 8601 without an offset (e.g. `2026-11-29T06:00:25.356093`).
+    #[schema(value_type = String)]
     pub created_at: chrono::NaiveDateTime,
+    /// UTC, ISO 8601 without an offset.
+    #[schema(value_type = String)]
     pub updated_at: chrono::NaiveDateTime,
     pub definition: Definition,
 }
@@ -40,6 +44,7 @@ pub struct UpdateResponse {
 pub struct ActionRequest {
     /// Why: goes to the audit log.
     #[serde(default)]
+    #[schema(max_length = 2000, pattern = "^[^\\u0000-\\u0008\\u000b\\u000c\\u000e-\\u001f\\u007f-\\u009f]*$")]
     pub reason: String,
     /// With `conclude`: the arm served to everyone from now on. With `promote` (required):
     /// the arm to promote.
@@ -59,6 +64,8 @@ pub struct DecisionView {
     pub reason: String,
     #[schema(value_type = Object)]
     pub details: serde_json::Value,
+    /// UTC, ISO 8601 without an offset.
+    #[schema(value_type = String)]
     pub created_at: chrono::NaiveDateTime,
 }
 

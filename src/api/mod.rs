@@ -39,6 +39,9 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("get", "/v1/experiments/{key}/decisions"),
     ("get", "/v1/experiments/{key}/results"),
     ("get", "/v1/experiments/{key}/charts"),
+    ("get", "/v1/reports"),
+    ("get", "/v1/reports/weekly"),
+    ("get", "/v1/reports/{week}/{format}"),
     ("get", "/v1/whoami"),
     ("get", "/healthz"),
     ("get", "/readyz"),
@@ -142,6 +145,21 @@ pub fn config(cfg: &mut web::ServiceConfig) {
     .service(
         web::resource("/v1/experiments/{key}/results")
             .route(web::get().to(experiments::results).wrap(from_fn(read_scope)))
+            .default_service(web::to(method_not_allowed)),
+    )
+    .service(
+        web::resource("/v1/reports")
+            .route(web::get().to(reports::list).wrap(from_fn(read_scope)))
+            .default_service(web::to(method_not_allowed)),
+    )
+    .service(
+        web::resource("/v1/reports/weekly")
+            .route(web::get().to(reports::weekly).wrap(from_fn(read_scope)))
+            .default_service(web::to(method_not_allowed)),
+    )
+    .service(
+        web::resource("/v1/reports/{week}/{format}")
+            .route(web::get().to(reports::download).wrap(from_fn(read_scope)))
             .default_service(web::to(method_not_allowed)),
     )
     .service(

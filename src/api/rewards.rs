@@ -31,18 +31,22 @@ pub const MAX_BATCH: usize = 500;
 pub struct RewardRequest {
     /// The exposure this outcome belongs to (from `/v1/assign`).
     #[serde(default)]
+    #[schema(format = Uuid)]
     pub exposure_id: Option<String>,
     /// Or the unit: attributed to its latest exposure in each running experiment.
     #[serde(default)]
+    #[schema(min_length = 1, max_length = 256, pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]+$")]
     pub unit_id: Option<String>,
     /// With `unit_id`: only this experiment.
     #[serde(default)]
     pub experiment: Option<String>,
     /// A metric of the experiment (primary or guardrail).
+    #[schema(min_length = 1, max_length = 64, pattern = "^[A-Za-z0-9._-]+$")]
     pub metric: String,
     /// conversion: 0 or 1; revenue and profit: the order's revenue; custom: any number.
     pub value: f64,
     /// A repeat of the same key for the same metric counts once.
+    #[schema(min_length = 1, max_length = 256, pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]+$")]
     pub idempotency_key: String,
 }
 
@@ -66,6 +70,7 @@ pub struct RewardResponse {
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RewardBatchRequest {
+    #[schema(min_items = 1, max_items = 500)]
     pub rewards: Vec<RewardRequest>,
 }
 

@@ -3,6 +3,7 @@
 pub mod demo;
 pub mod migrate;
 pub mod progress;
+pub mod report;
 pub mod simulate;
 pub mod stream;
 
@@ -56,6 +57,12 @@ pub enum Command {
     Simulate(simulate::SimulateArgs),
     /// Run the analyzer once now (fold the new log, analyse, act) and print what it did.
     Analyze(SettingsArgs),
+    /// The weekly uplift report: write a week's report (HTML, Markdown, CSV, JSON) or list
+    /// the stored ones.
+    Report {
+        #[command(subcommand)]
+        command: report::ReportCommand,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -177,6 +184,7 @@ pub fn run() -> anyhow::Result<()> {
         }
         Command::Ope(args) => crate::ope::cli::run(&args),
         Command::Simulate(args) => simulate::run(&args),
+        Command::Report { command } => report::run(command),
         Command::Analyze(args) => {
             let settings = Settings::load(&args)?;
             crate::telemetry::init_logging(settings.log_json);

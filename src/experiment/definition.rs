@@ -31,8 +31,10 @@ pub enum Unit {
     Session,
 }
 
+/// Named apart in the OpenAPI document: the analysis engine has its own `MetricKind`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
+#[schema(as = DefinitionMetricKind)]
 pub enum MetricKind {
     /// 0/1 per reward; an exposure converts when any reward of it is 1.
     Conversion,
@@ -114,7 +116,9 @@ pub struct Rule {
     #[schema(min_length = 1, max_length = 64, pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]*$")]
     pub attribute: String,
     pub op: RuleOp,
-    #[schema(value_type = Object)]
+    /// A string, number or boolean (`eq`, `ne`), a number (`lt` … `gte`), or a non-empty list
+    /// of strings and numbers (`in`, `not_in`).
+    #[schema(value_type = Value)]
     pub value: serde_json::Value,
 }
 
@@ -200,6 +204,13 @@ pub struct Definition {
     #[serde(default)]
     #[schema(value_type = Object)]
     pub analysis: AnalysisConfig,
+    /// What a contextual policy (`lin_ts`, `lin_ucb`) reads: profile features and request
+    /// attributes, and how they are encoded (see `profile::schema`). Required by, and only
+    /// allowed with, a contextual policy; its encoded length must equal the policy's
+    /// `features`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub features: Option<crate::profile::schema::FeatureSchema>,
     /// Desired status when the file is first applied (`draft` if absent).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub status: Option<Status>,
@@ -207,6 +218,14 @@ pub struct Definition {
 
 fn one() -> f64 {
     1.0
+}
+
+/// The context length a contextual policy expects (`None`: the policy reads no context).
+fn context_dimension(policy: &PolicySpec) -> Option<usize> {
+    match policy {
+        PolicySpec::LinTs { features, .. } | PolicySpec::LinUcb { features, .. } => Some(*features),
+        _ => None,
+    }
 }
 fn default_floor() -> f64 {
     0.01
@@ -234,10 +253,12 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         .map_err(|e| format!("`{s}` is not a duration like \"30m\", \"24h\" or \"7d\" ({e})"))
 }
 
-/// `t − d`, or the earliest representable time when that leaves chrono's range (a duration
-/// stored before `validate` bounded it must not panic a handler or a background job).
+/// `t − d`, or the Unix epoch when that is earlier (nothing in the store is older, and every
+/// backend can hold it: `NaiveDateTime::MIN` is out of Postgres's range). A duration stored
+/// before `validate` bounded it must not panic a handler or a background job.
 pub fn time_before(t: chrono::NaiveDateTime, d: Duration) -> chrono::NaiveDateTime {
-    chrono::Duration::from_std(d).ok().and_then(|d| t.checked_sub_signed(d)).unwrap_or(chrono::NaiveDateTime::MIN)
+    let epoch = chrono::DateTime::UNIX_EPOCH.naive_utc();
+    chrono::Duration::from_std(d).ok().and_then(|d| t.checked_sub_signed(d)).map_or(epoch, |t| t.max(epoch))
 }
 
 /// A std duration as chrono's, saturating at chrono's maximum instead of failing.
@@ -422,6 +443,25 @@ impl Definition {
         }
         if let Err(e) = self.policy.validate(&self.arm_keys()) {
             err("policy".into(), e.to_string());
+        }
+        match (&self.features, context_dimension(&self.policy)) {
+            (Some(f), Some(dim)) => match f.validate() {
+                Err(e) => err(format!("features.{}", e.field), e.reason),
+                Ok(()) if f.dimension() != dim => err(
+                    "policy.features".into(),
+                    format!("must equal the encoded length of `[features]`, which is {}", f.dimension()),
+                ),
+                Ok(()) => {}
+            },
+            (None, Some(_)) => err(
+                "features".into(),
+                format!("policy `{}` is contextual: declare the features it reads in `[features]`", self.policy.kind()),
+            ),
+            (Some(_), None) => err(
+                "features".into(),
+                format!("policy `{}` reads no context: remove `[features]` or use lin_ts / lin_ucb", self.policy.kind()),
+            ),
+            (None, None) => {}
         }
         for (field, reason) in self.analysis.validate() {
             err(format!("analysis.{field}"), reason);

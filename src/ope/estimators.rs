@@ -291,14 +291,8 @@ pub fn regression_dr(inputs: &EstimatorInputs) -> Option<DrFit> {
         variance += a * a * e * e / (1.0 - h);
     }
     let std_error = variance.sqrt();
-    std_error.is_finite().then(|| DrFit {
-        beta,
-        estimate: PointEstimate {
-            estimate: value,
-            std_error,
-            ci95: [value - Z_95 * std_error, value + Z_95 * std_error],
-        },
-    })
+    let ci95 = [value - Z_95 * std_error, value + Z_95 * std_error];
+    std_error.is_finite().then_some(DrFit { beta, estimate: PointEstimate { estimate: value, std_error, ci95 } })
 }
 
 /// DR (see [`DrFit`]): the fitted candidate of [`regression_dr`], or IPW (`β = 0`) when the

@@ -5,8 +5,8 @@
 //! `(x - center) / scale`; defaults per profile feature are rough e-commerce priors that a
 //! definition may override. Categorical request attributes are one-hot over declared
 //! values (plus one slot for anything else or missing) or hashed into a fixed number of
-//! buckets. The encoded vector always starts with a constant 1 (the intercept), so its
-//! length is `1 + numeric + Σ categorical widths`.
+//! buckets. The encoded vector's length is `numeric + Σ categorical widths`; the linear
+//! policies add their own intercept (`intercept = true`, their default).
 
 use serde::{Deserialize, Serialize};
 
@@ -164,20 +164,23 @@ impl FeatureSchema {
                 _ => return Err(err(format!("categorical[{i}]"), "give exactly one of `values` (one-hot) or `hash_buckets`")),
             }
         }
+        if self.is_empty() {
+            return Err(err("numeric".into(), "declare at least one numeric or categorical feature"));
+        }
         if self.dimension() > MAX_FEATURES {
             return Err(err("numeric".into(), format!("the encoded context has {} entries; at most {MAX_FEATURES}", self.dimension())));
         }
         Ok(())
     }
 
-    /// Length of the encoded vector, intercept included.
+    /// Length of the encoded vector.
     pub fn dimension(&self) -> usize {
-        1 + self.numeric.len() + self.categorical.iter().map(width).sum::<usize>()
+        self.numeric.len() + self.categorical.iter().map(width).sum::<usize>()
     }
 
     /// One name per entry of the encoded vector, for logs and explanations.
     pub fn names(&self) -> Vec<String> {
-        let mut out = vec!["intercept".to_string()];
+        let mut out: Vec<String> = Vec::with_capacity(self.dimension());
         out.extend(self.numeric.iter().map(|f| f.name.clone()));
         for f in &self.categorical {
             if f.hash_buckets.is_some() {
@@ -193,7 +196,6 @@ impl FeatureSchema {
     /// Encodes a unit's profile features and the request's attributes.
     pub fn encode(&self, profile: &std::collections::BTreeMap<String, f64>, attrs: &Context) -> Vec<f64> {
         let mut x = Vec::with_capacity(self.dimension());
-        x.push(1.0);
         for f in &self.numeric {
             let (dt, dc, ds) = defaults(&f.name);
             let (t, c, s) = (f.transform.unwrap_or(dt), f.center.unwrap_or(dc), f.scale.unwrap_or(ds));
@@ -275,7 +277,7 @@ mod tests {
             "#,
         );
         s.validate().expect("valid");
-        assert_eq!(s.dimension(), 1 + 2 + 3 + 8);
+        assert_eq!(s.dimension(), 2 + 3 + 8);
         assert_eq!(s.names().len(), s.dimension());
         let profile = BTreeMap::from([("aov".to_string(), 50.0)]);
         let attrs = Context::from([
@@ -285,16 +287,15 @@ mod tests {
         ]);
         let x = s.encode(&profile, &attrs);
         assert_eq!(x.len(), s.dimension());
-        assert_eq!(x[0], 1.0);
-        assert!((x[1] - (51f64.ln() - 3.0) / 1.5).abs() < 1e-12);
-        assert_eq!(x[2], 2.0);
-        assert_eq!(&x[3..6], &[0.0, 1.0, 0.0]);
-        assert_eq!(x[6..].iter().sum::<f64>(), 1.0);
+        assert!((x[0] - (51f64.ln() - 3.0) / 1.5).abs() < 1e-12);
+        assert_eq!(x[1], 2.0);
+        assert_eq!(&x[2..5], &[0.0, 1.0, 0.0]);
+        assert_eq!(x[5..].iter().sum::<f64>(), 1.0);
         // Missing values: numeric at the centre, one-hot in `other`, hashed all zero.
         let y = s.encode(&BTreeMap::new(), &Context::new());
-        assert_eq!(&y[1..3], &[0.0, 0.0]);
-        assert_eq!(&y[3..6], &[0.0, 0.0, 1.0]);
-        assert_eq!(y[6..].iter().sum::<f64>(), 0.0);
+        assert_eq!(&y[0..2], &[0.0, 0.0]);
+        assert_eq!(&y[2..5], &[0.0, 0.0, 1.0]);
+        assert_eq!(y[5..].iter().sum::<f64>(), 0.0);
     }
 
     #[test]
@@ -307,6 +308,7 @@ mod tests {
     fn unknown_features_and_bad_parameters_are_rejected_with_the_field() {
         let cases = [
             (r#"numeric = [{ name = "favourite_colour" }]"#, "numeric[0].name"),
+            ("", "numeric"),
             (r#"numeric = [{ name = "aov" }, { name = "aov" }]"#, "numeric[1].name"),
             (r#"numeric = [{ name = "aov", scale = 0.0 }]"#, "numeric[0].scale"),
             (r#"categorical = [{ name = "aov", values = ["a"] }]"#, "categorical[0].name"),

@@ -11,7 +11,9 @@
 
 pub mod charts;
 pub mod data;
+pub mod job;
 pub mod model;
+pub mod render;
 pub mod svg;
 
 use chrono::{Datelike, Duration, NaiveDate, NaiveDateTime, Weekday};

@@ -205,6 +205,7 @@ mod tests {
             context: r#"{"segment":"new"}"#.into(),
             policy_version: 1,
             created_at,
+            features: None,
         }
     }
 

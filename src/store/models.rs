@@ -104,6 +104,8 @@ pub struct ExposureRow {
     pub context: String,
     pub policy_version: i64,
     pub created_at: NaiveDateTime,
+    /// The encoded feature vector a contextual policy scored (JSON array), else None.
+    pub features: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Queryable, Selectable, Insertable)]

@@ -81,6 +81,7 @@ diesel::table! {
         context -> Text,
         policy_version -> BigInt,
         created_at -> Timestamp,
+        features -> Nullable<Text>,
     }
 }
 

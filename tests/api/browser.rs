@@ -18,7 +18,7 @@ use crate::helpers::{spawn_app, Backend, TestApp};
 /// loaded two-core machine starts Chromium slowly; this is a deadline, not a speed check.
 const WAIT: Duration = Duration::from_secs(45);
 /// The key WebDriver uses for an element reference.
-const ELEMENT: &str = "element-6066-11e4-a52f-4a5e0a5b2f";
+const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
 
 fn artifacts_dir() -> PathBuf {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("target").join("browser-artifacts");

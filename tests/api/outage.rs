@@ -330,7 +330,14 @@ async fn a_failed_commit_marks_the_store_down_and_rewards_are_refused_from_that_
     let (s, d) = app.assign(json!({"experiment": "down", "unit_id": "u3"})).await;
     assert_eq!((s, d["logged"].as_bool(), d["reason"].as_str()), (200, Some(false), Some("store_unavailable")), "{d}");
     admin_sql(format!("ALTER DATABASE {name} ALLOW_CONNECTIONS true")).await;
-    app.state.refresh_all();
+    // One probe that succeeds brings it back (the refresher would make it within its interval).
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !app.state.db_up() {
+        assert!(Instant::now() < deadline, "the store never came back");
+        let state = app.state.clone();
+        actix_web::rt::task::spawn_blocking(move || state.refresh_all()).await.expect("probe");
+        actix_web::rt::time::sleep(Duration::from_millis(100)).await;
+    }
     assert_eq!(database_up(&app).await, Some(1));
     let (s, r) = app.reward(reward).await;
     assert_eq!((s, r["duplicate"].as_bool()), (200, Some(false)), "the refused reward was not stored: {r}");

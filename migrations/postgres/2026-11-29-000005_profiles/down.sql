@@ -1,2 +1,3 @@
+ALTER TABLE exposures DROP COLUMN features;
 DROP TABLE profiles;
 DROP TABLE events;

@@ -18,3 +18,7 @@ CREATE TABLE profiles (
     events BIGINT NOT NULL,
     updated_at TIMESTAMP NOT NULL
 );
+
+-- The encoded context a contextual policy scored, per exposure (JSON array; NULL for
+-- context-free policies): what the learner and off-policy evaluation read back.
+ALTER TABLE exposures ADD COLUMN features TEXT;

@@ -337,11 +337,12 @@
 
   async function renderExperiment(key) {
     const path = "/v1/experiments/" + enc(key);
+    const resultP = resultOrNull(key);
     const [exp, result, log, charts] = await Promise.allSettled([
       api("GET", path),
-      resultOrNull(key),
+      resultP,
       api("GET", path + "/decisions"),
-      api("GET", path + "/charts"),
+      resultP.catch(() => null).then((r) => api("GET", path + "/charts" + chartRange(r))),
     ]);
     if (route.page !== "experiment" || route.key !== key) return; // navigated away meanwhile
     if (exp.status === "rejected") {
@@ -406,6 +407,7 @@
         el("li", { text: err ? err.message : "The analyzer has not looked at this experiment yet (it runs every analyzer_interval)." }),
       );
       reasons.replaceChildren();
+      show("reasons-title", false);
       srm.textContent = "not computed";
       srm.className = "badge";
       $("srm-detail").textContent = "";
@@ -428,6 +430,7 @@
     }
     missing.replaceChildren(...items);
     reasons.replaceChildren(...d.reasons.map((m) => el("li", { text: m })));
+    show("reasons-title", d.reasons.length > 0);
     const s = r.analysis.srm;
     if (s.flagged) {
       srm.textContent = "mismatch";
@@ -451,7 +454,7 @@
         td(g.arm),
         el("td", {}, [el("span", { className: "badge " + cls, text: g.status })]),
         td(pct(g.relative_uplift, 1, true), "num"),
-        td(interval(g.always_valid_interval, true), "", g.reason || ""),
+        td(interval(g.always_valid_interval, true), "iv", g.reason || ""),
       ]);
     });
     if (!grows.length) grows.push(el("tr", {}, [el("td", { text: "no guardrails", attrs: { colspan: "5" }, className: "muted" })]));
@@ -490,8 +493,8 @@
           td(a.conversions === null || a.conversions === undefined ? DASH : a.conversions.toLocaleString("en-US"), "num"),
           td(conv ? pct(a.mean, 2) : num(a.mean, 3), "num", a.mean_reason || ""),
           td(up ? pct(up.point, 1, true) : DASH, "num", up && up.reason ? up.reason : ""),
-          td(up ? interval(up.always_valid_interval, true) : DASH),
-          td(up ? interval(up.fixed_horizon_interval, true) : DASH),
+          td(up ? interval(up.always_valid_interval, true) : DASH, "iv"),
+          td(up ? interval(up.fixed_horizon_interval, true) : DASH, "iv"),
           td(a.is_control ? DASH : pval(a.p_always_valid) + " / " + pval(a.p_holm_adjusted), "num", a.p_reason || ""),
           td(pct(a.prob_best, 1), "num", a.bayes_reason || ""),
           td(pct(pmf[a.arm], 1), "num"),
@@ -502,6 +505,15 @@
         " · uplift is relative to control · decisions use the always-valid interval; the fixed-horizon one is shown for reference only.";
     }
     $("arms").tBodies[0].replaceChildren(...rows);
+  }
+
+  // The charts cover the server's default range (the 7 days up to its clock), unless the
+  // newest analysis is stamped later than this browser's clock: then they end just after
+  // it, so a look is never hidden by clocks that disagree.
+  function chartRange(r) {
+    const at = r && parseTime(r.analyzed_at);
+    if (!at || at.getTime() <= Date.now()) return "";
+    return "?to=" + enc(new Date(at.getTime() + 60000).toISOString());
   }
 
   // Turns SVG text from the server into a DOM node with nothing active in it.
@@ -561,7 +573,9 @@
         fig = el("figure", { className: "chart", attrs: { "data-chart": name } });
         box.append(fig);
       }
-      fig.replaceChildren(body, el("figcaption", { text: c.title || name }));
+      // The SVG draws its own title; the figure carries it for assistive technology.
+      fig.setAttribute("aria-label", String(c.title || name));
+      fig.replaceChildren(body);
       chartCache.set(name, c.svg);
     }
     for (const fig of Array.from(box.querySelectorAll("figure[data-chart]"))) {
@@ -655,6 +669,7 @@
     });
     $("logout").addEventListener("click", () => signOut(""));
     $("confirm-form").addEventListener("submit", submitConfirm);
+    $("confirm-reason").addEventListener("input", () => setError("confirm-error", ""));
     $("confirm-cancel").addEventListener("click", () => {
       pending = null;
       $("confirm").close();
