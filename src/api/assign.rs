@@ -149,8 +149,28 @@ async fn decide_one(state: &web::Data<AppState>, req: AssignRequest) -> Result<A
         }
     };
     let request_id = req.request_id.clone().unwrap_or_else(|| crate::keys::random_id().to_string());
+    let unit_hash = pseudonymise(&state.unit_secret, &req.unit_id);
+    // A contextual policy reads the unit's stored profile (plus the request's attributes),
+    // encoded by the experiment's feature schema.
+    let features = match &exp.definition.features {
+        Some(schema) if exp.status == crate::experiment::Status::Running => {
+            let st = state.clone();
+            let uh = unit_hash.clone();
+            let loaded = if state.db_up() {
+                web::block(move || crate::store::profiles::load_profile(&st.db, &uh)).await.ok().and_then(Result::ok)
+            } else {
+                None
+            };
+            let Some(profile) = loaded else {
+                return Ok(unlogged(&exp, exp.default_arm_among(&eligible), Unlogged::StoreUnavailable, state));
+            };
+            let now = crate::store::now();
+            Some(schema.encode(&profile.map(|p| p.state).unwrap_or_default().features(now), &ctx))
+        }
+        _ => None,
+    };
     let draw = exp
-        .decide(&req.unit_id, &request_id, &ctx, &eligible)
+        .decide(&req.unit_id, &request_id, &ctx, features.as_deref(), &eligible)
         .map_err(|e| ApiError::unprocessable(e.code(), e.to_string()))?;
     let (mut arm, mut propensity, pmf) = match draw {
         Draw::Default { arm, reason } => return Ok(unlogged(&exp, arm, reason, state)),
@@ -159,7 +179,6 @@ async fn decide_one(state: &web::Data<AppState>, req: AssignRequest) -> Result<A
     if !state.db_up() {
         return Ok(unlogged(&exp, exp.default_arm_among(&eligible), Unlogged::StoreUnavailable, state));
     }
-    let unit_hash = pseudonymise(&state.unit_secret, &req.unit_id);
     let created_at = crate::store::now();
     // Sticky: a unit keeps its first arm (and that draw's propensity) for the version while
     // that arm is eligible. A remembered assignment is applied here; otherwise the draw goes
@@ -201,7 +220,7 @@ async fn decide_one(state: &web::Data<AppState>, req: AssignRequest) -> Result<A
         context: serde_json::to_string(&ctx).map_err(ApiError::internal)?,
         policy_version: exp.policy_version,
         created_at,
-        features: None,
+        features: features.map(|x| serde_json::to_string(&x)).transpose().map_err(ApiError::internal)?,
     };
     match state.writer.write(WriteItem::Exposure(ExposureWrite { row, sticky })).await {
         Ok(WriteOutcome::Logged { arm: logged_arm, propensity, sticky }) => {

@@ -53,6 +53,7 @@ pub struct ActionRequest {
     /// With `promote`: share of traffic kept on control, in [0, 1); default: the
     /// experiment's `analysis.holdout`.
     #[serde(default)]
+    #[schema(minimum = 0.0, exclusive_maximum = 1.0)]
     pub holdout: Option<f64>,
 }
 

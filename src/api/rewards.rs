@@ -31,7 +31,7 @@ pub const MAX_BATCH: usize = 500;
 pub struct RewardRequest {
     /// The exposure this outcome belongs to (from `/v1/assign`).
     #[serde(default)]
-    #[schema(format = Uuid)]
+    #[schema(pattern = "^[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}$")]
     pub exposure_id: Option<String>,
     /// Or the unit: attributed to its latest exposure in each running experiment.
     #[serde(default)]

@@ -9,15 +9,23 @@ use serde::{Deserialize, Serialize};
 
 use super::context::{targeted, Context};
 use super::definition::{Definition, Status};
+use crate::policy::linear::LinearState;
 use crate::policy::{explore, ArmFeedback, PolicyError, PolicyState};
 use crate::store::models::SnapshotRow;
 use crate::store::queries::StoredExperiment;
 
 /// What a policy snapshot row holds: the policy's state and the feedback it was fitted on.
+/// A contextual policy (`lin_ts`, `lin_ucb`) also holds its linear model and how far the
+/// learner has folded the log into it; its `policy` is then uniform, for display only.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SnapshotState {
     pub policy: PolicyState,
     pub feedback: Vec<ArmFeedback>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub linear: Option<LinearState>,
+    /// Exposures created up to this time are folded into `linear`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub learned_until: Option<chrono::NaiveDateTime>,
 }
 
 #[derive(Debug, Clone)]
@@ -68,8 +76,18 @@ impl LiveExperiment {
     pub fn from_stored(e: StoredExperiment, snap: &SnapshotRow) -> Result<LiveExperiment, String> {
         let snapshot: SnapshotState = serde_json::from_str(&snap.state)
             .map_err(|err| format!("snapshot {} of `{}` is unreadable: {err}", snap.policy_version, e.row.key))?;
-        if snapshot.policy.pmf.len() != e.definition.arms.len() {
+        if snapshot.policy.pmf.len() != e.definition.arms.len()
+            || snapshot.linear.as_ref().is_some_and(|l| l.arms() != e.definition.arms.len())
+        {
             return Err(format!("snapshot {} of `{}` has the wrong number of arms", snap.policy_version, e.row.key));
+        }
+        if e.definition.policy.is_contextual() != snapshot.linear.is_some() {
+            return Err(format!(
+                "snapshot {} of `{}` does not match its policy kind `{}`",
+                snap.policy_version,
+                e.row.key,
+                e.definition.policy.kind()
+            ));
         }
         let status = e.status();
         Ok(LiveExperiment {
@@ -110,6 +128,7 @@ impl LiveExperiment {
         unit_id: &str,
         request_id: &str,
         ctx: &Context,
+        features: Option<&[f64]>,
         eligible: &[bool],
     ) -> Result<Draw, PolicyError> {
         let default = |reason| Draw::Default { arm: self.default_arm_among(eligible), reason };
@@ -122,8 +141,18 @@ impl LiveExperiment {
         if !targeted(&self.definition.targeting, ctx) {
             return Ok(default(Unlogged::NotTargeted));
         }
-        let pmf = explore::restrict_and_floor(&self.snapshot.policy.pmf, eligible, self.definition.min_propensity)?;
-        let u = explore::unit_uniform(explore::draw_seed(&self.salt, unit_id, request_id));
+        let seed = explore::draw_seed(&self.salt, unit_id, request_id);
+        let pmf = match (&self.snapshot.linear, self.definition.policy.linear_exploration()) {
+            (Some(model), Some(exploration)) => {
+                let x = features.ok_or(PolicyError::NeedsContext { kind: self.definition.policy.kind() })?;
+                // The Monte Carlo draws get their own seed (a hash of the draw's seed),
+                // so the PMF and the uniform that picks from it are not the same number.
+                let mc_seed = explore::draw_seed(&self.salt, "pmf", &seed.to_string());
+                model.pmf(exploration, x, eligible, self.definition.min_propensity, mc_seed)?
+            }
+            _ => explore::restrict_and_floor(&self.snapshot.policy.pmf, eligible, self.definition.min_propensity)?,
+        };
+        let u = explore::unit_uniform(seed);
         let arm = explore::draw(&pmf, u);
         Ok(Draw::Drawn { arm, propensity: pmf[arm], pmf })
     }

@@ -12,6 +12,8 @@
 //! On Postgres only one process learns at a time: a session advisory lock is taken for
 //! the run and released after it; a process that does not get it skips the run.
 
+pub mod contextual;
+
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -87,6 +89,19 @@ pub fn run_once(db: &Db, metrics: &Metrics, now: NaiveDateTime) -> Result<RunRep
         let def = &stored.definition;
         let arm_keys = def.arm_keys();
         let wait = def.reward_wait_duration();
+        if def.policy.is_contextual() {
+            let previous: SnapshotState = serde_json::from_str(&snap.state)
+                .map_err(|e| StoreError::Corrupt(format!("snapshot of `{}`: {e}", stored.row.key)))?;
+            let until = crate::experiment::definition::time_before(now, wait);
+            let Some((next, folded)) = contextual::update(db, &stored, &previous, until)? else { continue };
+            let n_feedback: u64 = next.feedback.iter().map(|f| f.n).sum();
+            let json = serde_json::to_string(&next).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            let pv = queries::insert_snapshot(db, stored.row.id, stored.row.current_version, &json, n_feedback as i64)?;
+            metrics.learner_snapshots.with_label_values(&[&stored.row.key]).inc();
+            tracing::info!(experiment = %stored.row.key, policy_version = pv, folded = folded.rows, skipped = folded.skipped, "new contextual policy snapshot");
+            report.snapshots_written += 1;
+            continue;
+        }
         let binary = def.policy.wants_binary_reward();
         let aggregates = queries::arm_feedback(
             db,
@@ -116,7 +131,7 @@ pub fn run_once(db: &Db, metrics: &Metrics, now: NaiveDateTime) -> Result<RunRep
             }
         };
         let n_feedback: u64 = feedback.iter().map(|f| f.n).sum();
-        let json = serde_json::to_string(&SnapshotState { policy: state, feedback })
+        let json = serde_json::to_string(&SnapshotState { policy: state, feedback, linear: None, learned_until: None })
             .map_err(|e| StoreError::Corrupt(e.to_string()))?;
         let pv = queries::insert_snapshot(db, stored.row.id, stored.row.current_version, &json, n_feedback as i64)?;
         metrics.learner_snapshots.with_label_values(&[&stored.row.key]).inc();

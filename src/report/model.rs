@@ -211,10 +211,12 @@ pub fn build_weekly(
             continue;
         }
         let e = build_experiment(db, stored, from, to)?;
+        // Ran: had traffic or analyses, was live at the week's end, or changed state in it
+        // (a draft that was only created or edited did not run).
         let ran = !e.allocation.buckets.is_empty()
             || !e.series.is_empty()
-            || !e.decisions.is_empty()
-            || e.status == "running";
+            || matches!(e.status.as_str(), "running" | "paused")
+            || e.decisions.iter().any(|d| !matches!(d.action.as_str(), "create" | "update"));
         if ran || experiment.is_some() {
             experiments.push(e);
         }

@@ -169,3 +169,47 @@ pub fn load_profile(db: &Db, unit_hash: &str) -> Result<Option<StoredProfile>, S
     });
     row.map(|(s, events, updated_at)| Ok(StoredProfile { state: parse_state(&s)?, events, updated_at })).transpose()
 }
+
+/// One matured exposure of a contextual policy, with what the learner needs.
+#[derive(Debug, Clone, PartialEq, diesel::QueryableByName)]
+pub struct LearningRow {
+    #[diesel(sql_type = diesel::sql_types::Text)]
+    pub arm: String,
+    /// The encoded context (JSON array) the policy scored.
+    #[diesel(sql_type = diesel::sql_types::Text)]
+    pub features: String,
+    #[diesel(sql_type = diesel::sql_types::Timestamp)]
+    pub created_at: NaiveDateTime,
+    /// The exposure's total of `metric` (0 without a reward).
+    #[diesel(sql_type = diesel::sql_types::Double)]
+    pub reward: f64,
+}
+
+/// The exposures of (experiment, version) created in `(after, until]` that carry an
+/// encoded context, each with its total reward on `metric`, oldest first.
+pub fn learning_rows(
+    db: &Db,
+    experiment_id: i64,
+    version: i32,
+    metric: &str,
+    after: NaiveDateTime,
+    until: NaiveDateTime,
+) -> Result<Vec<LearningRow>, StoreError> {
+    use diesel::sql_types::{BigInt, Integer, Text, Timestamp};
+    const SQL: &str = "SELECT e.arm AS arm, e.features AS features, e.created_at AS created_at, \
+         COALESCE(SUM(r.value), 0.0) AS reward \
+         FROM exposures e LEFT JOIN rewards r ON r.exposure_id = e.id AND r.metric = ? \
+         WHERE e.experiment_id = ? AND e.version = ? AND e.created_at > ? AND e.created_at <= ? \
+         AND e.features IS NOT NULL \
+         GROUP BY e.id, e.arm, e.features, e.created_at ORDER BY e.created_at, e.id";
+    let sql = if db.is_postgres() { super::queries::pg_placeholders(SQL) } else { SQL.to_string() };
+    Ok(crate::db_run!(db, |conn| {
+        diesel::sql_query(&sql)
+            .bind::<Text, _>(metric)
+            .bind::<BigInt, _>(experiment_id)
+            .bind::<Integer, _>(version)
+            .bind::<Timestamp, _>(after)
+            .bind::<Timestamp, _>(until)
+            .load::<LearningRow>(conn)?
+    }))
+}

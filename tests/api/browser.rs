@@ -239,19 +239,16 @@ impl Browser {
     async fn screenshot(&self, page: &str) -> PathBuf {
         let full = format!("/session/{}", self.session);
         // Grow the window to the page's height so the PNG holds all of it.
-        let height = self
-            .call(
-                "POST",
-                &format!("{full}/execute/sync"),
-                Some(json!({"script": "return document.documentElement.scrollHeight", "args": []})),
-            )
+        let script = "return [document.documentElement.scrollHeight, window.outerHeight - window.innerHeight]";
+        let sizes = self
+            .call("POST", &format!("{full}/execute/sync"), Some(json!({"script": script, "args": []})))
             .await
-            .ok()
-            .and_then(|v| v.as_i64())
-            .unwrap_or(1000)
-            .clamp(600, 6000);
+            .unwrap_or(Value::Null);
+        let height = sizes[0].as_i64().unwrap_or(1000).clamp(600, 6000);
+        // The window's outer height includes whatever the viewport does not show.
+        let chrome = sizes[1].as_i64().unwrap_or(0).clamp(0, 400);
         let _ = self
-            .call("POST", &format!("{full}/window/rect"), Some(json!({"width": 1400, "height": height + 40})))
+            .call("POST", &format!("{full}/window/rect"), Some(json!({"width": 1400, "height": height + chrome + 20})))
             .await;
         let path = artifacts_dir().join(format!("{}-{page}.png", self.name));
         match self.call("GET", &format!("{full}/screenshot"), None).await {
@@ -296,31 +293,40 @@ impl Drop for Browser {
     }
 }
 
-/// A server with the example experiments applied, traffic on `homepage-banner` and one
-/// analyzer pass, so every part of the pages has something to show.
+/// A server with the example experiments applied, three rounds of traffic on
+/// `homepage-banner` (the learner updating the allocation after each) and three analyzer
+/// looks once the exposures are mature, so every part of the pages has something to show.
 async fn demo_app() -> TestApp {
     let app = spawn_app(Backend::Postgres).await;
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("experiments");
     strategist::cli::apply_definitions(&app.db, &dir, "test").expect("apply the example experiments");
     app.state.invalidate();
     app.state.refresh_registry().expect("refresh");
-    let answers = app.assign_many("homepage-banner", (0..600).map(|u| format!("visitor-{u}"))).await;
-    let mut rewards = Vec::new();
-    for (u, a) in answers.iter().enumerate() {
-        let rate = match a["arm"].as_str().unwrap() {
-            "control" => 0.05,
-            "hero_recommendation_slate" => 0.12,
-            _ => 0.08,
-        };
-        // A low-discrepancy sequence: the share of converting units is the rate.
-        if (u as f64 * 0.618_033_988_75).fract() < rate {
-            rewards.push(json!({"exposure_id": a["exposure_id"], "metric": "purchase", "value": 1,
-                                "idempotency_key": format!("order-{u}")}));
+    for round in 0..3 {
+        let units = (round * 200..(round + 1) * 200).map(|u| format!("visitor-{u}"));
+        let answers = app.assign_many("homepage-banner", units).await;
+        let mut rewards = Vec::new();
+        for (i, a) in answers.iter().enumerate() {
+            let u = round * 200 + i;
+            let rate = match a["arm"].as_str().unwrap() {
+                "control" => 0.05,
+                "hero_recommendation_slate" => 0.12,
+                _ => 0.07,
+            };
+            // A low-discrepancy sequence: the share of converting units is the rate.
+            if (u as f64 * 0.618_033_988_75).fract() < rate {
+                rewards.push(json!({"exposure_id": a["exposure_id"], "metric": "purchase", "value": 1,
+                                    "idempotency_key": format!("order-{u}")}));
+            }
         }
+        app.reward_many(rewards).await;
+        app.learn();
     }
-    app.reward_many(rewards).await;
-    app.learn();
-    app.analyze(strategist::store::now() + chrono::Duration::hours(3));
+    // Looks after the metric's 2 h window, when every exposure is mature.
+    let first_look = strategist::store::now() + chrono::Duration::hours(3);
+    for look in 0..3 {
+        app.analyze(first_look + chrono::Duration::minutes(20 * look));
+    }
     app
 }
 

@@ -3,6 +3,7 @@
 mod helpers;
 
 mod analysis;
+mod contextual;
 mod auth;
 mod browser;
 mod crash;

@@ -337,13 +337,12 @@
 
   async function renderExperiment(key) {
     const path = "/v1/experiments/" + enc(key);
+    const expP = api("GET", path);
     const resultP = resultOrNull(key);
-    const [exp, result, log, charts] = await Promise.allSettled([
-      api("GET", path),
-      resultP,
-      api("GET", path + "/decisions"),
-      resultP.catch(() => null).then((r) => api("GET", path + "/charts" + chartRange(r))),
-    ]);
+    const chartsP = Promise.all([expP, resultP.catch(() => null)]).then(([x, r]) =>
+      api("GET", path + "/charts" + chartRange(x, r)),
+    );
+    const [exp, result, log, charts] = await Promise.allSettled([expP, resultP, api("GET", path + "/decisions"), chartsP]);
     if (route.page !== "experiment" || route.key !== key) return; // navigated away meanwhile
     if (exp.status === "rejected") {
       setError("exp-error", "Cannot load `" + key + "`: " + exp.reason.message);
@@ -507,13 +506,16 @@
     $("arms").tBodies[0].replaceChildren(...rows);
   }
 
-  // The charts cover the server's default range (the 7 days up to its clock), unless the
-  // newest analysis is stamped later than this browser's clock: then they end just after
-  // it, so a look is never hidden by clocks that disagree.
-  function chartRange(r) {
+  // The charts cover the experiment's life, at most its last 7 days and at least its last
+  // 6 hours, up to now, or up to just after the newest analysis when that is stamped later
+  // than this browser's clock (clocks that disagree must not hide the newest look).
+  function chartRange(x, r) {
+    const HOUR = 3600000;
     const at = r && parseTime(r.analyzed_at);
-    if (!at || at.getTime() <= Date.now()) return "";
-    return "?to=" + enc(new Date(at.getTime() + 60000).toISOString());
+    const to = Math.max(Date.now(), at ? at.getTime() + 60000 : 0);
+    const created = parseTime(x && x.created_at);
+    const from = Math.min(to - 6 * HOUR, Math.max(created ? created.getTime() : 0, to - 7 * 24 * HOUR));
+    return "?from=" + enc(new Date(from).toISOString()) + "&to=" + enc(new Date(to).toISOString());
   }
 
   // Turns SVG text from the server into a DOM node with nothing active in it.
