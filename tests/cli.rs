@@ -99,14 +99,14 @@ fn simulate_prints_each_scenarios_figures_as_json() {
 }
 
 /// `strategist simulate stream` replays the reference contextual-bandit stream: the first
-/// 2,000 rounds here (a debug build is slow; the full 20,000-round figures are in the
+/// 3,000 rounds here (a debug build is slow; the full 20,000-round figures are in the
 /// README). Linear Thompson sampling and LinUCB learn the context and leave far less regret
 /// than uniform; the same seed gives the same regret; a bad parameter names its field.
 #[test]
 fn simulate_stream_reports_regret_and_speed_and_linear_policies_beat_uniform() {
     let file = reference("sim_stream_seed777.csv");
     let stream = |policy: &str, extra: &[&str]| {
-        let mut args = vec!["simulate", "stream", &file, "--policy", policy, "--rounds", "2000", "--json"];
+        let mut args = vec!["simulate", "stream", &file, "--policy", policy, "--rounds", "3000", "--json"];
         args.extend_from_slice(extra);
         run(&args)
     };
@@ -117,14 +117,16 @@ fn simulate_stream_reports_regret_and_speed_and_linear_policies_beat_uniform() {
         for key in ["avg_reward", "cumulative_regret", "regret_last_10pct", "rounds_per_second"] {
             assert!(out[key].as_f64().is_some_and(|v| v.is_finite() && v >= 0.0), "{key}: {out}");
         }
-        assert_eq!(out["rounds"], 2000);
+        assert_eq!(out["rounds"], 3000);
     }
     let regret = |v: &Value| v["cumulative_regret"].as_f64().unwrap();
     // Uniform's expected regret on these rounds, from the stream's own probabilities.
     let expected_uniform = uniform["uniform_cumulative_regret"].as_f64().unwrap();
     assert!((regret(&uniform) - expected_uniform).abs() < 0.1 * expected_uniform, "{uniform}");
     for out in [&ts, &ucb] {
-        assert!(regret(out) < 0.4 * expected_uniform, "{out} vs uniform {expected_uniform}");
+        assert!(regret(out) < 0.5 * expected_uniform, "{out} vs uniform {expected_uniform}");
+        let last_per_round = out["regret_last_10pct"].as_f64().unwrap() / 300.0;
+        assert!(last_per_round < expected_uniform / 3000.0 / 3.0, "{out} vs uniform {expected_uniform}");
         assert!(out["avg_reward"].as_f64() > uniform["avg_reward"].as_f64(), "{out}");
     }
     assert_eq!(regret(&ts), regret(&stream("lin_ts", &["--seed", "3", "--param", "v=0.2"])));

@@ -179,6 +179,12 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
             while !reporter_stop.load(Ordering::Relaxed) {
                 actix_web::rt::time::sleep(Duration::from_secs(15)).await;
                 for e in reporter_state.registry.load().iter() {
+                    if e.definition.policy.is_contextual() {
+                        let n: u64 = e.snapshot.feedback.iter().map(|f| f.n).sum();
+                        let kind = e.definition.policy.kind();
+                        println!("[{}] {} policy v{}: {kind}, per-shopper PMF, {n} exposures learned", e.status.as_str(), e.key, e.policy_version);
+                        continue;
+                    }
                     let shares: Vec<String> = e
                         .definition
                         .arms
@@ -211,11 +217,57 @@ struct Simulator {
 }
 
 impl Simulator {
+    async fn post(&self, client: &awc::Client, path: &str, body: &serde_json::Value) {
+        let _ = client
+            .post(format!("{}{path}", self.base))
+            .insert_header(("Authorization", format!("Bearer {}", self.key)))
+            .send_json(body)
+            .await;
+    }
+
+    /// Gives every shopper a behaviour history through `/v1/events`, by segment: loyal
+    /// customers bought a few times lately, bargain hunters browse a lot and bought once
+    /// cheaply, new shoppers only looked today, lapsed ones left no trace in 90 days.
+    async fn seed_profiles(&self, client: &awc::Client, people: &[Shopper], rng: &mut StdRng) {
+        let now = chrono::Utc::now();
+        let mut events = Vec::new();
+        for s in people {
+            let mut push = |kind: &str, days_ago: f64, amount: Option<f64>, n: usize| {
+                let at = now - chrono::Duration::seconds((days_ago * 86_400.0) as i64);
+                let mut e = json!({"event_id": format!("seed-{}-{}-{n}", self.seed, s.id), "unit_id": s.id,
+                                   "type": kind, "timestamp": at.to_rfc3339(), "category": "fashion"});
+                if let Some(a) = amount {
+                    e["amount"] = json!(a);
+                }
+                events.push(e);
+            };
+            match s.segment {
+                "loyal" => {
+                    for n in 0..rng.random_range(2..6) {
+                        push("purchase", rng.random_range(1.0..60.0), Some(s.cart), n);
+                    }
+                }
+                "bargain" => {
+                    for n in 0..rng.random_range(5..15) {
+                        push("view", rng.random_range(0.0..30.0), None, n);
+                    }
+                    push("purchase", rng.random_range(5.0..80.0), Some((s.cart * 0.4).round()), 99);
+                }
+                "new" => push("view", 0.0, None, 0),
+                _ => {}
+            }
+        }
+        for chunk in events.chunks(500) {
+            self.post(client, "/v1/events/batch", &json!({ "events": chunk })).await;
+        }
+    }
+
     async fn run(self) {
         let mut rng = StdRng::seed_from_u64(self.seed);
         let people = shoppers(5000, &mut rng);
         let client = awc::Client::builder().timeout(Duration::from_secs(5)).finish();
         let pause = Duration::from_secs_f64(1.0 / self.rate.max(0.1));
+        self.seed_profiles(&client, &people, &mut rng).await;
         let mut sent: u64 = 0;
         loop {
             actix_web::rt::time::sleep(pause).await;
@@ -249,6 +301,8 @@ impl Simulator {
             let revenue = (s.cart * rng.random_range(0.8..1.3) * 100.0).round() / 100.0;
             let exposure = decision["exposure_id"].clone();
             let order = format!("order-{}-{sent}", self.seed);
+            let purchase = json!({"event_id": order, "unit_id": s.id, "type": "purchase", "amount": revenue});
+            self.post(&client, "/v1/events", &purchase).await;
             for m in exp.definition.metrics() {
                 let value = match m.kind {
                     MetricKind::Conversion => 1.0,

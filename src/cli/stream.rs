@@ -540,20 +540,22 @@ mod tests {
         assert_eq!(run(StreamPolicyKind::LinTs, &["v=0.2"]), run(StreamPolicyKind::LinTs, &["v=0.2"]));
     }
 
-    /// The first 2,000 rounds of the reference stream (the full replay is in
-    /// the README; debug builds are slow): linear Thompson sampling's regret
-    /// is far below uniform's.
+    /// The first 3,000 rounds of the reference stream (the full replay is in
+    /// the README; debug builds are slow): linear Thompson sampling leaves
+    /// less than half of uniform's regret, and in the last 10% of those
+    /// rounds less than a third of uniform's per-round regret.
     #[test]
     fn lin_ts_beats_uniform_by_far_on_the_reference_stream() {
         let p = BTreeMap::new();
-        let ts = simulate(&reference(), StreamPolicyKind::LinTs, &p, 1, Some(2_000), &Progress::hidden()).unwrap();
-        assert_eq!((ts.rounds, ts.arms, ts.features), (2_000, 10, 20));
+        let ts = simulate(&reference(), StreamPolicyKind::LinTs, &p, 1, Some(3_000), &Progress::hidden()).unwrap();
+        assert_eq!((ts.rounds, ts.arms, ts.features), (3_000, 10, 20));
+        let uniform_per_round = ts.uniform_cumulative_regret / 3_000.0;
         assert!(
             ts.cumulative_regret < 0.5 * ts.uniform_cumulative_regret,
             "lin_ts {} vs uniform {}",
             ts.cumulative_regret,
             ts.uniform_cumulative_regret
         );
-        assert!(ts.regret_last_10pct_per_round < 0.5 * ts.uniform_cumulative_regret / 2_000.0, "{ts:?}");
+        assert!(ts.regret_last_10pct_per_round < uniform_per_round / 3.0, "{ts:?}");
     }
 }

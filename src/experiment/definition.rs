@@ -487,3 +487,32 @@ pub fn from_toml(text: &str) -> Result<Definition, String> {
 pub fn windows(def: &Definition) -> BTreeMap<String, Duration> {
     def.metrics().filter_map(|m| parse_duration(&m.window).ok().map(|d| (m.name.clone(), d))).collect()
 }
+
+#[cfg(test)]
+mod duration_and_text_tests {
+    use super::*;
+
+    #[test]
+    fn time_before_subtracts_and_saturates_at_the_unix_epoch() {
+        let now = chrono::DateTime::from_timestamp(1_800_000_000, 0).unwrap().naive_utc();
+        assert_eq!(time_before(now, Duration::from_secs(60)), now - chrono::Duration::seconds(60));
+        let epoch = chrono::DateTime::UNIX_EPOCH.naive_utc();
+        for huge in [MAX_WINDOW * 100, Duration::from_secs(200_000_000 * 365 * 86_400), Duration::MAX] {
+            assert_eq!(time_before(now, huge), epoch);
+        }
+        assert_eq!(to_chrono(Duration::MAX), chrono::Duration::MAX);
+    }
+
+    #[test]
+    fn text_problem_refuses_nul_and_control_characters_but_keeps_line_breaks_in_multiline_text() {
+        for ok in ["plain", "👩\u{200d}💻 \u{202e}rtl", "'; DROP TABLE x; --"] {
+            assert_eq!((text_problem(ok, false), text_problem(ok, true)), (None, None), "{ok:?}");
+        }
+        for line in ["a\nb", "a\tb", "a\r\nb"] {
+            assert!(text_problem(line, false).is_some() && text_problem(line, true).is_none(), "{line:?}");
+        }
+        for bad in ["a\u{0}b", "a\u{7f}b", "a\u{85}b", "a\u{1b}[31m"] {
+            assert!(text_problem(bad, false).is_some() && text_problem(bad, true).is_some(), "{bad:?}");
+        }
+    }
+}

@@ -22,6 +22,7 @@ pub mod epsilon_greedy;
 pub mod explore;
 pub mod fixed;
 pub mod linear;
+pub mod neural;
 pub mod thompson;
 
 use std::collections::{BTreeMap, HashSet};

@@ -586,7 +586,8 @@ mod tests {
         assert_eq!(bucket_seconds(Duration::days(7)), 3600);
         assert_eq!(bucket_seconds(Duration::hours(1)), 60);
         assert_eq!(bucket_seconds(Duration::days(1)), 900);
-        assert_eq!(bucket_seconds(Duration::days(90)), 86400);
+        assert_eq!(bucket_seconds(Duration::days(90)), 43200);
+        assert_eq!(bucket_seconds(Duration::days(400)), 604800);
     }
 
     #[test]

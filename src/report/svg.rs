@@ -512,8 +512,10 @@ mod tests {
         let (t, lo, hi) = value_ticks(-0.013, 0.047);
         assert!(lo <= -0.013 && hi >= 0.047);
         let step = t[1] - t[0];
-        assert!((step - 0.01).abs() < 1e-12, "{t:?}");
-        assert_eq!(format_tick(0.02, step, ValueFormat::Percent), "2%");
+        assert!((step - 0.02).abs() < 1e-12, "{t:?}");
+        assert_eq!(t.len(), 5, "{t:?}");
+        assert_eq!(format_tick(t[3], step, ValueFormat::Percent), "4%");
+        assert_eq!(format_tick(t[3], step, ValueFormat::Number), "0.04");
         assert_eq!(format_tick(-0.0, step, ValueFormat::Number), "0.00");
         let (t, _) = time_ticks(0.0, 7.0 * 86400.0);
         assert_eq!(t.len(), 8, "one tick a day over a week");

@@ -7,6 +7,7 @@ mod contextual;
 mod auth;
 mod browser;
 mod crash;
+mod dashboards;
 mod decisions;
 mod durability;
 mod errors;

@@ -1,0 +1,702 @@
+//! The neural softmax policy (`neural_pg`): an attention-based recommender
+//! built with candle-nn, trained off-policy by policy gradient on logged
+//! exposures, and scored in batches on whatever candle `Device` it is given.
+//!
+//! Architecture ([`NeuralNet`], weight names in brackets):
+//!
+//! - user encoder: an MLP over the encoded profile feature vector (dimension
+//!   `features`): `u = relu(W₂ relu(W₁ x + b₁) + b₂)` [`user.in`, `user.out`];
+//! - behaviour encoder: the unit's last ≤ [`MAX_EVENTS`] events, each encoded
+//!   by [`encode_events`] (kind one-hot, hashed category bucket, `log1p`
+//!   amount, `log1p` age in days), projected to `e_t` [`events.in`], then one
+//!   masked single-head self-attention layer
+//!   `c_t = e_t + Σ_s softmax_s(q_t·k_s/√h) v_s` [`events.q|k|v`] (Vaswani et
+//!   al., "Attention Is All You Need", NeurIPS 2017, §3.2.1), mean-pooled over
+//!   the real (unmasked) events;
+//! - user representation `q = W_f [u; pooled] + b_f` [`fuse`];
+//! - learned arm embeddings `k_a` [`arms.weight`], and scaled dot-product
+//!   attention between the user and each arm: `score_a = q·k_a / √h`;
+//! - `π_θ(a|x) = softmax_a(score_a / temperature)`; at decision time the
+//!   exploration floor is mixed in by [`explore::restrict_and_floor`].
+//!
+//! Training ([`NeuralPolicy::train`]) maximises, by AdamW, the clipped
+//! self-normalised IPW estimate of the policy's value on logged rows
+//! `(x_i, a_i, p_i, r_i)` (Swaminathan & Joachims, "The Self-Normalized
+//! Estimator for Counterfactual Learning", NeurIPS 2015, eq. 6 — Norm-POEM's
+//! estimator; the clipping of the weights at `M` is POEM's, Swaminathan &
+//! Joachims, "Counterfactual Risk Minimization", ICML 2015, §3):
+//!
+//! `V̂(θ) = Σ_i w_i (r_i − b) / Σ_i w_i`, with `w_i = min(π_θ(a_i|x_i) / p_i, clip)`
+//!
+//! over each minibatch, `b` the mean logged reward. Note that for a constant
+//! `b` this is `V̂_SN(θ) − b`, so the baseline does not change the gradient
+//! `∇V̂ = Σ_i ∇w_i (r_i − V̂_SN) / Σ_j w_j`: the self-normalised estimator
+//! carries its own baseline `V̂_SN`; centring the rewards by `b` only keeps
+//! the sums small. Clipped weights (`w_i = clip`) carry no gradient. The
+//! objective is over the softmax `π_θ` (before the floor); `l2` is AdamW's
+//! decoupled weight decay (Loshchilov & Hutter, ICLR 2019).
+//!
+//! Weights are initialised from the seed (candle cannot seed its CPU RNG),
+//! minibatches are shuffled with the seed, so training on CPU is
+//! deterministic for a seed. The same struct serves: [`NeuralPolicy::snapshot`]
+//! stores the weights as safetensors bytes (hex) in JSON, and
+//! [`NeuralPolicy::from_snapshot`] loads them on any device.
+
+use std::collections::{BTreeMap, HashMap};
+
+use candle_core::{DType, Device, Module, Tensor, Var, D};
+use candle_nn::{linear, linear_no_bias, Linear, Optimizer, VarBuilder, VarMap};
+use chrono::NaiveDateTime;
+use rand::{rngs::StdRng, seq::SliceRandom, Rng, SeedableRng};
+use serde::{Deserialize, Serialize};
+
+use super::{explore, PolicyError};
+use crate::profile::{Event, EventKind, RECENT_EVENTS};
+
+/// Events read per unit (the profile keeps this many).
+pub const MAX_EVENTS: usize = RECENT_EVENTS;
+/// Hash buckets of an event's category (one-hot; no category sets none).
+pub const CATEGORY_BUCKETS: usize = 16;
+/// Width of one encoded event: kind one-hot (4), category buckets, `log1p`
+/// amount, `log1p` age in days.
+pub const EVENT_DIM: usize = 4 + CATEGORY_BUCKETS + 2;
+/// Largest declared feature dimension.
+pub const MAX_FEATURES: usize = 1_024;
+/// Largest hidden / embedding size.
+pub const MAX_WIDTH: usize = 1_024;
+/// Largest number of training epochs.
+pub const MAX_EPOCHS: u32 = 10_000;
+/// Largest minibatch.
+pub const MAX_BATCH: usize = 65_536;
+
+/// Errors of the neural policy. [`code`](Self::code) gives the stable code;
+/// `From<NeuralError> for PolicyError` maps them into the policy room's errors.
+#[derive(Debug, thiserror::Error, Clone, PartialEq)]
+pub enum NeuralError {
+    /// A parameter is out of range.
+    #[error("invalid policy parameter `{field}`: {reason}")]
+    InvalidParameter { field: String, reason: String },
+    /// The policy has no arm.
+    #[error("the experiment defines no arm; a policy needs at least one")]
+    NoArms,
+    /// An input row (context, logged arm, propensity, reward) is malformed.
+    #[error("invalid input: {reason}")]
+    InvalidInput { reason: String },
+    /// Stored weights do not fit the declared model.
+    #[error("invalid neural weights: {reason}")]
+    InvalidWeights { reason: String },
+    /// candle failed (an internal error: shapes are checked before).
+    #[error("candle: {0}")]
+    Backend(String),
+}
+
+impl NeuralError {
+    /// Stable snake_case code for API error bodies and logs.
+    pub fn code(&self) -> &'static str {
+        match self {
+            NeuralError::InvalidParameter { .. } => "invalid_policy_parameter",
+            NeuralError::NoArms => "no_arms",
+            NeuralError::InvalidInput { .. } => "invalid_context",
+            NeuralError::InvalidWeights { .. } => "invalid_policy_state",
+            NeuralError::Backend(_) => "neural_backend_error",
+        }
+    }
+
+    fn param(field: &str, reason: impl Into<String>) -> Self {
+        NeuralError::InvalidParameter { field: field.into(), reason: reason.into() }
+    }
+
+    fn input(reason: impl Into<String>) -> Self {
+        NeuralError::InvalidInput { reason: reason.into() }
+    }
+}
+
+impl From<candle_core::Error> for NeuralError {
+    fn from(e: candle_core::Error) -> Self {
+        NeuralError::Backend(e.to_string())
+    }
+}
+
+impl From<NeuralError> for PolicyError {
+    fn from(e: NeuralError) -> Self {
+        match e {
+            NeuralError::InvalidParameter { field, reason } => PolicyError::InvalidParameter { field, reason },
+            NeuralError::NoArms => PolicyError::NoArms,
+            NeuralError::InvalidInput { reason } => PolicyError::InvalidContext { reason },
+            NeuralError::InvalidWeights { reason } => PolicyError::InvalidState { reason },
+            NeuralError::Backend(reason) => PolicyError::InvalidState { reason: format!("candle: {reason}") },
+        }
+    }
+}
+
+fn default_hidden() -> usize {
+    32
+}
+fn default_embedding() -> usize {
+    16
+}
+fn default_temperature() -> f64 {
+    1.0
+}
+fn default_clip() -> f64 {
+    10.0
+}
+fn default_learning_rate() -> f64 {
+    0.01
+}
+fn default_epochs() -> u32 {
+    20
+}
+fn default_batch_size() -> usize {
+    256
+}
+
+/// Parameters of `neural_pg` (as a definition would write them; unknown
+/// fields are rejected). Only `features` is required.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NeuralParams {
+    /// Dimension of the encoded profile feature vector, 1..=[`MAX_FEATURES`].
+    pub features: usize,
+    /// Width of the user MLP's hidden layer, 1..=[`MAX_WIDTH`].
+    #[serde(default = "default_hidden")]
+    pub hidden: usize,
+    /// Width `h` of the user representation, event encodings and arm embeddings, 1..=[`MAX_WIDTH`].
+    #[serde(default = "default_embedding")]
+    pub embedding: usize,
+    /// Softmax temperature, finite and > 0 (larger explores more).
+    #[serde(default = "default_temperature")]
+    pub temperature: f64,
+    /// Importance-weight clip `M`, finite and > 1.
+    #[serde(default = "default_clip")]
+    pub clip: f64,
+    /// AdamW learning rate, finite, in (0, 1].
+    #[serde(default = "default_learning_rate")]
+    pub learning_rate: f64,
+    /// Passes over the logged rows per training run, 1..=[`MAX_EPOCHS`].
+    #[serde(default = "default_epochs")]
+    pub epochs: u32,
+    /// Minibatch size, 1..=[`MAX_BATCH`].
+    #[serde(default = "default_batch_size")]
+    pub batch_size: usize,
+    /// AdamW decoupled weight decay, finite and >= 0.
+    #[serde(default)]
+    pub l2: f64,
+    /// Seed of the weight initialisation and of the minibatch shuffles.
+    #[serde(default)]
+    pub seed: u64,
+}
+
+impl NeuralParams {
+    /// Parameters with defaults for a feature dimension.
+    pub fn new(features: usize) -> Self {
+        NeuralParams {
+            features,
+            hidden: default_hidden(),
+            embedding: default_embedding(),
+            temperature: default_temperature(),
+            clip: default_clip(),
+            learning_rate: default_learning_rate(),
+            epochs: default_epochs(),
+            batch_size: default_batch_size(),
+            l2: 0.0,
+            seed: 0,
+        }
+    }
+
+    /// Rejects out-of-range parameters, naming the field and the reason.
+    pub fn validate(&self) -> Result<(), NeuralError> {
+        let range = |field: &str, v: usize, hi: usize| {
+            if (1..=hi).contains(&v) {
+                Ok(())
+            } else {
+                Err(NeuralError::param(field, format!("must be between 1 and {hi}, got {v}")))
+            }
+        };
+        range("features", self.features, MAX_FEATURES)?;
+        range("hidden", self.hidden, MAX_WIDTH)?;
+        range("embedding", self.embedding, MAX_WIDTH)?;
+        range("batch_size", self.batch_size, MAX_BATCH)?;
+        if !(1..=MAX_EPOCHS).contains(&self.epochs) {
+            return Err(NeuralError::param("epochs", format!("must be between 1 and {MAX_EPOCHS}, got {}", self.epochs)));
+        }
+        if !(self.temperature.is_finite() && self.temperature > 0.0) {
+            return Err(NeuralError::param("temperature", format!("must be a finite number > 0, got {}", self.temperature)));
+        }
+        if !(self.clip.is_finite() && self.clip > 1.0) {
+            return Err(NeuralError::param("clip", format!("must be a finite number > 1, got {}", self.clip)));
+        }
+        if !(self.learning_rate.is_finite() && self.learning_rate > 0.0 && self.learning_rate <= 1.0) {
+            return Err(NeuralError::param(
+                "learning_rate",
+                format!("must be a finite number in (0, 1], got {}", self.learning_rate),
+            ));
+        }
+        if !(self.l2.is_finite() && self.l2 >= 0.0) {
+            return Err(NeuralError::param("l2", format!("must be a finite number >= 0, got {}", self.l2)));
+        }
+        Ok(())
+    }
+}
+
+/// FNV-1a 64-bit: a stable (platform- and release-independent) hash for
+/// category buckets. Fowler, Noll & Vo; constants from the reference
+/// implementation (offset basis 0xcbf29ce484222325, prime 0x100000001b3).
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3))
+}
+
+/// Encodes a unit's behaviour events for the attention layer.
+///
+/// Reads the last [`MAX_EVENTS`] events of `events` (given oldest first, as in
+/// `ProfileState.recent`). Each becomes [`EVENT_DIM`] numbers: kind one-hot
+/// (view, click, add_to_cart, purchase), a one-hot of `fnv1a(category) mod
+/// CATEGORY_BUCKETS` (all zero without a category), `ln(1 + max(amount, 0))`
+/// and `ln(1 + age_days)` with `age_days = max(now − at, 0)` in days. Slots
+/// after the last real event are zero padding. Returns the flat
+/// `MAX_EVENTS × EVENT_DIM` row-major encoding and the mask (1 for a real
+/// event, 0 for padding).
+pub fn encode_events(events: &[Event], now: NaiveDateTime) -> (Vec<f32>, Vec<f32>) {
+    let mut enc = vec![0f32; MAX_EVENTS * EVENT_DIM];
+    let mut mask = vec![0f32; MAX_EVENTS];
+    let start = events.len().saturating_sub(MAX_EVENTS);
+    for (slot, e) in events[start..].iter().enumerate() {
+        let row = &mut enc[slot * EVENT_DIM..(slot + 1) * EVENT_DIM];
+        let kind = match e.kind {
+            EventKind::View => 0,
+            EventKind::Click => 1,
+            EventKind::AddToCart => 2,
+            EventKind::Purchase => 3,
+        };
+        row[kind] = 1.0;
+        if let Some(c) = &e.category {
+            row[4 + (fnv1a(c.as_bytes()) % CATEGORY_BUCKETS as u64) as usize] = 1.0;
+        }
+        let amount = if e.amount.is_finite() { e.amount.max(0.0) } else { 0.0 };
+        row[4 + CATEGORY_BUCKETS] = amount.ln_1p() as f32;
+        let age_days = ((now - e.at).num_seconds() as f64 / 86_400.0).max(0.0);
+        row[5 + CATEGORY_BUCKETS] = age_days.ln_1p() as f32;
+        mask[slot] = 1.0;
+    }
+    (enc, mask)
+}
+
+/// One context to score: the encoded profile features and the encoded events.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NeuralInput {
+    /// The experiment's encoded feature vector (length `features`).
+    pub features: Vec<f32>,
+    /// [`encode_events`]' encoding (length `MAX_EVENTS × EVENT_DIM`).
+    pub events: Vec<f32>,
+    /// [`encode_events`]' mask (length `MAX_EVENTS`).
+    pub mask: Vec<f32>,
+}
+
+impl NeuralInput {
+    /// Encodes a feature vector and a unit's recent events at `now`.
+    pub fn new(features: &[f64], events: &[Event], now: NaiveDateTime) -> Self {
+        let (events, mask) = encode_events(events, now);
+        NeuralInput { features: features.iter().map(|v| *v as f32).collect(), events, mask }
+    }
+
+    /// A context without behaviour history.
+    pub fn without_events(features: &[f64]) -> Self {
+        NeuralInput {
+            features: features.iter().map(|v| *v as f32).collect(),
+            events: vec![0.0; MAX_EVENTS * EVENT_DIM],
+            mask: vec![0.0; MAX_EVENTS],
+        }
+    }
+}
+
+/// A batch of inputs as tensors: features `[B, d]`, events `[B, L, EVENT_DIM]`, mask `[B, L]`.
+#[derive(Debug, Clone)]
+pub struct NeuralBatch {
+    pub features: Tensor,
+    pub events: Tensor,
+    pub mask: Tensor,
+}
+
+impl NeuralBatch {
+    /// Stacks inputs (checked: dimension `d`, finite numbers, the encodings' lengths).
+    pub fn new(inputs: &[&NeuralInput], d: usize, device: &Device) -> Result<Self, NeuralError> {
+        if inputs.is_empty() {
+            return Err(NeuralError::input("an empty batch"));
+        }
+        let b = inputs.len();
+        let mut features = Vec::with_capacity(b * d);
+        let mut events = Vec::with_capacity(b * MAX_EVENTS * EVENT_DIM);
+        let mut mask = Vec::with_capacity(b * MAX_EVENTS);
+        for (i, x) in inputs.iter().enumerate() {
+            if x.features.len() != d {
+                return Err(NeuralError::input(format!(
+                    "row {i} has {} features; the policy expects {d}",
+                    x.features.len()
+                )));
+            }
+            if x.events.len() != MAX_EVENTS * EVENT_DIM || x.mask.len() != MAX_EVENTS {
+                return Err(NeuralError::input(format!("row {i}: events are not encoded by encode_events")));
+            }
+            if let Some(j) = x.features.iter().chain(&x.events).position(|v| !v.is_finite()) {
+                return Err(NeuralError::input(format!("row {i}: value {j} is not finite")));
+            }
+            features.extend_from_slice(&x.features);
+            events.extend_from_slice(&x.events);
+            mask.extend_from_slice(&x.mask);
+        }
+        Ok(NeuralBatch {
+            features: Tensor::from_vec(features, (b, d), device)?,
+            events: Tensor::from_vec(events, (b, MAX_EVENTS, EVENT_DIM), device)?,
+            mask: Tensor::from_vec(mask, (b, MAX_EVENTS), device)?,
+        })
+    }
+}
+
+/// The network (see the module docs), built from a `VarBuilder` as in candle.
+#[derive(Debug, Clone)]
+pub struct NeuralNet {
+    user_in: Linear,
+    user_out: Linear,
+    event_in: Linear,
+    attn_q: Linear,
+    attn_k: Linear,
+    attn_v: Linear,
+    fuse: Linear,
+    arms: Tensor,
+    /// `1 / √h`.
+    scale: f64,
+    /// `1 / (√h · temperature)`.
+    logit_scale: f64,
+}
+
+impl NeuralNet {
+    /// Creates (training) or reads (serving) the weights through `vb`.
+    pub fn new(vb: VarBuilder, params: &NeuralParams, arms: usize) -> Result<Self, NeuralError> {
+        let (d, hid, h) = (params.features, params.hidden, params.embedding);
+        let user = vb.pp("user");
+        let events = vb.pp("events");
+        let scale = 1.0 / (h as f64).sqrt();
+        Ok(NeuralNet {
+            user_in: linear(d, hid, user.pp("in"))?,
+            user_out: linear(hid, h, user.pp("out"))?,
+            event_in: linear(EVENT_DIM, h, events.pp("in"))?,
+            attn_q: linear_no_bias(h, h, events.pp("q"))?,
+            attn_k: linear_no_bias(h, h, events.pp("k"))?,
+            attn_v: linear_no_bias(h, h, events.pp("v"))?,
+            fuse: linear(2 * h, h, vb.pp("fuse"))?,
+            arms: vb.pp("arms").get_with_hints((arms, h), "weight", candle_nn::init::DEFAULT_KAIMING_NORMAL)?,
+            scale,
+            logit_scale: scale / params.temperature,
+        })
+    }
+
+    /// Logits `score_a / temperature`, shape `[B, arms]`.
+    pub fn forward(&self, batch: &NeuralBatch) -> candle_core::Result<Tensor> {
+        let u = self.user_in.forward(&batch.features)?.relu()?;
+        let u = self.user_out.forward(&u)?.relu()?; // [B, h]
+        let e = self.event_in.forward(&batch.events)?.relu()?; // [B, L, h]
+        let q = self.attn_q.forward(&e)?;
+        let k = self.attn_k.forward(&e)?;
+        let v = self.attn_v.forward(&e)?;
+        // Padding keys get -1e9 before the softmax, i.e. weight ~0. A row with
+        // no event at all attends uniformly over zeros and is masked out of
+        // the pooling below.
+        let key_bias = batch.mask.affine(1e9, -1e9)?.unsqueeze(1)?; // [B, 1, L]
+        let att = (q.matmul(&k.t()?.contiguous()?)? * self.scale)?.broadcast_add(&key_bias)?;
+        let att = candle_nn::ops::softmax(&att, D::Minus1)?;
+        let ctx = (att.matmul(&v)? + &e)?; // residual, [B, L, h]
+        let m = batch.mask.unsqueeze(2)?; // [B, L, 1]
+        let count = m.sum(1)?.clamp(1f32, f32::MAX)?; // [B, 1]
+        let pooled = ctx.broadcast_mul(&m)?.sum(1)?.broadcast_div(&count)?; // [B, h]
+        let user = self.fuse.forward(&Tensor::cat(&[&u, &pooled], 1)?)?; // [B, h]
+        user.matmul(&self.arms.t()?)? * self.logit_scale
+    }
+}
+
+/// One logged decision with its outcome, for training.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LoggedRow {
+    pub input: NeuralInput,
+    /// Index of the logged arm.
+    pub arm: usize,
+    /// Probability with which the logging policy chose `arm`, in (0, 1].
+    pub propensity: f64,
+    pub reward: f64,
+}
+
+/// What a training run did.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrainReport {
+    pub rows: usize,
+    pub steps: u64,
+    /// Clipped self-normalised IPW estimate over all rows before and after.
+    pub snips_before: f64,
+    pub snips_after: f64,
+}
+
+/// A serializable policy snapshot: parameters, arm count and the weights as
+/// hex-encoded safetensors bytes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NeuralSnapshot {
+    pub params: NeuralParams,
+    pub arms: usize,
+    pub weights: String,
+}
+
+/// The policy: parameters, the network and its variables on one device.
+pub struct NeuralPolicy {
+    params: NeuralParams,
+    arms: usize,
+    device: Device,
+    varmap: VarMap,
+    net: NeuralNet,
+}
+
+impl std::fmt::Debug for NeuralPolicy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NeuralPolicy")
+            .field("params", &self.params)
+            .field("arms", &self.arms)
+            .field("device", &self.device)
+            .finish_non_exhaustive()
+    }
+}
+
+fn lock_vars(varmap: &VarMap) -> Result<Vec<(String, Var)>, NeuralError> {
+    let data = varmap.data().lock().map_err(|_| NeuralError::Backend("variable map lock poisoned".into()))?;
+    let mut vars: Vec<(String, Var)> = data.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+    vars.sort_by(|a, b| a.0.cmp(&b.0));
+    Ok(vars)
+}
+
+impl NeuralPolicy {
+    /// A fresh policy with weights drawn from `params.seed`: Glorot-uniform
+    /// weights `U(±√(6/(fan_in + fan_out)))` (Glorot & Bengio, AISTATS 2010,
+    /// eq. 16), zero biases, in sorted name order.
+    pub fn new(params: NeuralParams, arms: usize, device: &Device) -> Result<Self, NeuralError> {
+        params.validate()?;
+        if arms == 0 {
+            return Err(NeuralError::NoArms);
+        }
+        let varmap = VarMap::new();
+        let vb = VarBuilder::from_varmap(&varmap, DType::F32, device);
+        let net = NeuralNet::new(vb, &params, arms)?;
+        let mut rng = StdRng::seed_from_u64(params.seed);
+        for (name, var) in lock_vars(&varmap)? {
+            let dims = var.dims().to_vec();
+            let values: Vec<f32> = match dims.as_slice() {
+                [out, inp] => {
+                    let bound = (6.0 / (*out + *inp) as f64).sqrt() as f32;
+                    (0..out * inp).map(|_| rng.random_range(-bound..bound)).collect()
+                }
+                _ if name.ends_with("bias") => vec![0.0; var.elem_count()],
+                _ => return Err(NeuralError::Backend(format!("unexpected variable {name} of shape {dims:?}"))),
+            };
+            var.set(&Tensor::from_vec(values, dims, device)?)?;
+        }
+        Ok(NeuralPolicy { params, arms, device: device.clone(), varmap, net })
+    }
+
+    pub fn params(&self) -> &NeuralParams {
+        &self.params
+    }
+
+    pub fn arms(&self) -> usize {
+        self.arms
+    }
+
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    /// Number of trainable numbers (for the micro-batcher's inline bypass).
+    pub fn parameter_count(&self) -> usize {
+        lock_vars(&self.varmap).map(|v| v.iter().map(|(_, t)| t.elem_count()).sum()).unwrap_or(0)
+    }
+
+    /// `π_θ(·|x)` for each input, one forward pass: softmax PMFs over all
+    /// arms, before eligibility and the floor.
+    pub fn pmfs(&self, inputs: &[NeuralInput]) -> Result<Vec<Vec<f64>>, NeuralError> {
+        let refs: Vec<&NeuralInput> = inputs.iter().collect();
+        self.pmfs_of(&refs)
+    }
+
+    /// [`pmfs`](Self::pmfs) over borrowed inputs.
+    pub fn pmfs_of(&self, inputs: &[&NeuralInput]) -> Result<Vec<Vec<f64>>, NeuralError> {
+        let batch = NeuralBatch::new(inputs, self.params.features, &self.device)?;
+        let probs = candle_nn::ops::softmax_last_dim(&self.net.forward(&batch)?)?;
+        let rows: Vec<Vec<f32>> = probs.to_dtype(DType::F32)?.to_vec2()?;
+        Ok(rows.into_iter().map(|r| r.into_iter().map(f64::from).collect()).collect())
+    }
+
+    /// The PMF to log and draw from: `π_θ(·|x)` restricted to the eligible
+    /// arms with the floor mixed in ([`explore::restrict_and_floor`]).
+    pub fn decision_pmf(
+        &self,
+        input: &NeuralInput,
+        eligible: &[bool],
+        min_propensity: f64,
+    ) -> Result<Vec<f64>, PolicyError> {
+        let pmf = self.pmfs_of(&[input])?.pop().ok_or(PolicyError::NoEligibleArm)?;
+        explore::restrict_and_floor(&pmf, eligible, min_propensity)
+    }
+
+    /// Clipped self-normalised IPW value of the current policy on `rows`
+    /// (with `b = 0`), computed in f64; `None` when every weight is 0.
+    pub fn snips(&self, rows: &[LoggedRow]) -> Result<Option<f64>, NeuralError> {
+        let (mut num, mut den) = (0.0, 0.0);
+        for chunk in rows.chunks(self.params.batch_size.max(256)) {
+            let inputs: Vec<&NeuralInput> = chunk.iter().map(|r| &r.input).collect();
+            for (row, pmf) in chunk.iter().zip(self.pmfs_of(&inputs)?) {
+                let w = (pmf[row.arm] / row.propensity).min(self.params.clip);
+                num += w * row.reward;
+                den += w;
+            }
+        }
+        Ok((den > 0.0).then(|| num / den))
+    }
+
+    fn check_rows(&self, rows: &[LoggedRow]) -> Result<(), NeuralError> {
+        if rows.is_empty() {
+            return Err(NeuralError::input("no logged rows to train on"));
+        }
+        for (i, r) in rows.iter().enumerate() {
+            if r.arm >= self.arms {
+                return Err(NeuralError::input(format!("row {i}: arm {} but there are {} arms", r.arm, self.arms)));
+            }
+            if !(r.propensity.is_finite() && r.propensity > 0.0 && r.propensity <= 1.0) {
+                return Err(NeuralError::input(format!("row {i}: propensity {} is not in (0, 1]", r.propensity)));
+            }
+            if !r.reward.is_finite() {
+                return Err(NeuralError::input(format!("row {i}: reward {} is not finite", r.reward)));
+            }
+        }
+        Ok(())
+    }
+
+    /// Trains on logged rows for `params.epochs` epochs of shuffled
+    /// minibatches, maximising the clipped self-normalised IPW estimate (see
+    /// the module docs for the objective and its sources) with AdamW.
+    /// Continues from the current weights (periodic retraining warm-starts).
+    pub fn train(&mut self, rows: &[LoggedRow]) -> Result<TrainReport, NeuralError> {
+        self.check_rows(rows)?;
+        let snips_before = self.snips(rows)?.unwrap_or(f64::NAN);
+        let baseline = rows.iter().map(|r| r.reward).sum::<f64>() / rows.len() as f64;
+        let vars: Vec<Var> = lock_vars(&self.varmap)?.into_iter().map(|(_, v)| v).collect();
+        let adam = candle_nn::ParamsAdamW { lr: self.params.learning_rate, weight_decay: self.params.l2, ..Default::default() };
+        let mut opt = candle_nn::AdamW::new(vars, adam)?;
+        // The shuffle stream is derived from the seed and the data size, so a
+        // retrain on more rows does not replay the same permutation prefix.
+        let mut rng = StdRng::seed_from_u64(self.params.seed ^ (rows.len() as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15));
+        let mut order: Vec<usize> = (0..rows.len()).collect();
+        let mut steps = 0u64;
+        for _ in 0..self.params.epochs {
+            order.shuffle(&mut rng);
+            for chunk in order.chunks(self.params.batch_size) {
+                let loss = self.minibatch_loss(rows, chunk, baseline)?;
+                opt.backward_step(&loss)?;
+                steps += 1;
+            }
+        }
+        let snips_after = self.snips(rows)?.unwrap_or(f64::NAN);
+        Ok(TrainReport { rows: rows.len(), steps, snips_before, snips_after })
+    }
+
+    /// `−Σ w_i (r_i − b) / Σ w_i` over the minibatch, `w_i = min(π_θ(a_i|x_i)/p_i, clip)`.
+    fn minibatch_loss(&self, rows: &[LoggedRow], chunk: &[usize], baseline: f64) -> Result<Tensor, NeuralError> {
+        let inputs: Vec<&NeuralInput> = chunk.iter().map(|&i| &rows[i].input).collect();
+        let batch = NeuralBatch::new(&inputs, self.params.features, &self.device)?;
+        let n = chunk.len();
+        // `check_rows` bounded `arm < arms`, and arms fit in u32 (an embedding table of more would not fit memory).
+        let arms: Vec<u32> = chunk.iter().map(|&i| rows[i].arm as u32).collect();
+        let inv_p: Vec<f32> = chunk.iter().map(|&i| (1.0 / rows[i].propensity) as f32).collect();
+        let centred: Vec<f32> = chunk.iter().map(|&i| (rows[i].reward - baseline) as f32).collect();
+        let arms = Tensor::from_vec(arms, (n, 1), &self.device)?;
+        let inv_p = Tensor::from_vec(inv_p, n, &self.device)?;
+        let centred = Tensor::from_vec(centred, n, &self.device)?;
+        let log_pi = candle_nn::ops::log_softmax(&self.net.forward(&batch)?, D::Minus1)?;
+        let log_pi_a = log_pi.gather(&arms, 1)?.squeeze(1)?;
+        let w = (log_pi_a.exp()? * inv_p)?.minimum(self.params.clip as f32)?;
+        let num = (&w * centred)?.sum_all()?;
+        let den = w.sum_all()?;
+        Ok((num / den)?.neg()?)
+    }
+
+    /// The weights as safetensors bytes (f32, sorted names), hex-encoded, with the parameters.
+    pub fn snapshot(&self) -> Result<NeuralSnapshot, NeuralError> {
+        let mut tensors = BTreeMap::new();
+        for (name, var) in lock_vars(&self.varmap)? {
+            let t = var.as_tensor();
+            let values: Vec<f32> = t.flatten_all()?.to_dtype(DType::F32)?.to_vec1()?;
+            tensors.insert(name, (t.dims().to_vec(), values));
+        }
+        let bytes = safetensors_bytes(&tensors)?;
+        Ok(NeuralSnapshot { params: self.params.clone(), arms: self.arms, weights: hex::encode(bytes) })
+    }
+
+    /// Loads a snapshot on `device`: the weights must name exactly the
+    /// model's variables with the model's shapes.
+    pub fn from_snapshot(snapshot: &NeuralSnapshot, device: &Device) -> Result<Self, NeuralError> {
+        let bytes = hex::decode(&snapshot.weights)
+            .map_err(|e| NeuralError::InvalidWeights { reason: format!("weights are not hex: {e}") })?;
+        let mut loaded: HashMap<String, Tensor> = candle_core::safetensors::load_buffer(&bytes, device)
+            .map_err(|e| NeuralError::InvalidWeights { reason: format!("weights are not safetensors: {e}") })?;
+        let policy = NeuralPolicy::new(snapshot.params.clone(), snapshot.arms, device)?;
+        let vars = lock_vars(&policy.varmap)?;
+        for (name, var) in &vars {
+            let t = loaded
+                .remove(name)
+                .ok_or_else(|| NeuralError::InvalidWeights { reason: format!("missing tensor `{name}`") })?;
+            if t.dims() != var.dims() {
+                return Err(NeuralError::InvalidWeights {
+                    reason: format!("tensor `{name}` has shape {:?}, the model needs {:?}", t.dims(), var.dims()),
+                });
+            }
+            let t = t.to_dtype(DType::F32)?;
+            let values: Vec<f32> = t.flatten_all()?.to_vec1()?;
+            if values.iter().any(|v| !v.is_finite()) {
+                return Err(NeuralError::InvalidWeights { reason: format!("tensor `{name}` has a non-finite value") });
+            }
+            var.set(&t)?;
+        }
+        if let Some(extra) = loaded.keys().min() {
+            return Err(NeuralError::InvalidWeights { reason: format!("unexpected tensor `{extra}`") });
+        }
+        Ok(policy)
+    }
+}
+
+/// Serialises f32 tensors in the safetensors format
+/// (<https://github.com/huggingface/safetensors#format>): an 8-byte
+/// little-endian header length `N`, `N` bytes of JSON header
+/// `{name: {"dtype": "F32", "shape": [...], "data_offsets": [begin, end]}}`
+/// (padded with spaces to a multiple of 8), then the little-endian data.
+/// candle exposes a file writer only, and the policy room does no I/O, so the
+/// few lines are written here; [`candle_core::safetensors::load_buffer`]
+/// reads them back.
+fn safetensors_bytes(tensors: &BTreeMap<String, (Vec<usize>, Vec<f32>)>) -> Result<Vec<u8>, NeuralError> {
+    let mut header = serde_json::Map::new();
+    let mut offset = 0usize;
+    for (name, (shape, values)) in tensors {
+        let end = offset + values.len() * 4;
+        header.insert(
+            name.clone(),
+            serde_json::json!({ "dtype": "F32", "shape": shape, "data_offsets": [offset, end] }),
+        );
+        offset = end;
+    }
+    let mut json =
+        serde_json::to_vec(&header).map_err(|e| NeuralError::Backend(format!("safetensors header: {e}")))?;
+    while json.len() % 8 != 0 {
+        json.push(b' ');
+    }
+    let mut out = Vec::with_capacity(8 + json.len() + offset);
+    out.extend_from_slice(&(json.len() as u64).to_le_bytes());
+    out.extend_from_slice(&json);
+    for (_, values) in tensors.values() {
+        for v in values {
+            out.extend_from_slice(&v.to_le_bytes());
+        }
+    }
+    Ok(out)
+}
