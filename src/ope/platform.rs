@@ -112,7 +112,7 @@ pub fn load_experiment_log(db: &Db, source: &ExperimentRef, now: NaiveDateTime) 
                 message: format!("experiment `{key}` has an invalid window `{}` on `{}`", metric.window, metric.name),
             }
         })?;
-    let cutoff = now - window;
+    let cutoff = crate::experiment::definition::time_before(now, window.to_std().unwrap_or_default());
     let rule = RewardRule { metric: &metric.name, binary: metric.kind == MetricKind::Conversion, window };
     let arms: HashMap<&str, usize> = definition.arms.iter().enumerate().map(|(i, a)| (a.key.as_str(), i)).collect();
 
@@ -186,6 +186,15 @@ pub fn snapshot_policy(
     let state: SnapshotState = serde_json::from_str(&row.state).map_err(|e| OpeError::Store {
         message: format!("policy snapshot {} of `{key}` is unreadable: {e}", row.policy_version),
     })?;
+    if state.linear.is_some() {
+        // A contextual snapshot's PMF differs per exposure (it needs each exposure's
+        // encoded context); evaluating it is the shadow-mode work of issue 5.
+        return Err(OpeError::TargetNotApplicable {
+            target: format!("snapshot:{}", row.policy_version),
+            source_kind: "experiment",
+            reason: "the snapshot is of a contextual policy (lin_ts / lin_ucb): its PMF depends on each exposure's context, which this evaluation does not replay yet".into(),
+        });
+    }
     let definition = queries::version_definition(db, log.experiment_id, row.version)?;
     let snapshot_arms = definition.arm_keys();
     let logged_arms = log.data.action_labels();

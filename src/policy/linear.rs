@@ -30,8 +30,15 @@
 //!   posteriors are independent, so the probability that arm `a` is played
 //!   is `P(a = argmax_i s_i)` with independent univariate normals `s_i`. It
 //!   is estimated with `draws` seeded Monte Carlo draws
-//!   ([`thompson::prob_best`](super::thompson::prob_best)), which needs no
+//!   `w_a = (1/D) sum_d 1[a = argmax_i s_i^(d)]` (exact ties share the
+//!   draw's unit of mass, as in
+//!   [`thompson::prob_best`](super::thompson::prob_best)), which needs no
 //!   d-dimensional sampling and no Cholesky factor of `A⁻¹` per decision.
+//!   The draws come from `SmallRng::seed_from_u64(seed)` (Xoshiro256++ on
+//!   64-bit targets: several times cheaper than `StdRng`, and per-request
+//!   draws need speed, not cryptographic strength), so the PMF is a pure
+//!   function of the state, the context and the seed for a given `rand`
+//!   version and word size.
 //!   The seed is a hash handed in by the caller (per request), so the PMF
 //!   that is logged is exactly the one the arm is drawn from, and the same
 //!   request gives the same PMF.
@@ -39,10 +46,11 @@
 //! The state ([`LinearState`]) is serializable for policy snapshots: per arm
 //! the observation count, `A`, `A⁻¹` and `b` (`theta` is derived on load).
 
-use rand_distr::Normal;
+use rand::{rngs::SmallRng, Rng, SeedableRng};
+use rand_distr::StandardNormal;
 use serde::{Deserialize, Serialize};
 
-use super::{explore, thompson::prob_best, PolicyError};
+use super::{explore, PolicyError};
 
 /// Ridge prior precision `lambda` when the spec does not say.
 pub const DEFAULT_LAMBDA: f64 = 1.0;
@@ -365,15 +373,8 @@ impl LinearState {
                 argmax_split(&scores)
             }
             Exploration::Thompson { v, draws } => {
-                let dists = predictions
-                    .iter()
-                    .map(|&(m, q)| {
-                        Normal::new(m, v * q.sqrt()).map_err(|e| PolicyError::InvalidPmf {
-                            reason: format!("posterior N({m}, {v}² {q}): {e}"),
-                        })
-                    })
-                    .collect::<Result<Vec<_>, _>>()?;
-                prob_best(&dists, draws, seed)
+                let sds: Vec<(f64, f64)> = predictions.iter().map(|&(m, q)| (m, v * q.sqrt())).collect();
+                normal_prob_best(&sds, draws, seed)
             }
         };
         let mut pmf = vec![0.0; self.arms.len()];
@@ -382,6 +383,45 @@ impl LinearState {
         }
         explore::restrict_and_floor(&pmf, eligible, min_propensity)
     }
+}
+
+/// Monte Carlo estimate of `P(arm i has the largest draw)` for independent
+/// `N(mean_i, sd_i²)` given as `(mean_i, sd_i)`: `draws` rounds, each
+/// sampling every arm in order as `mean + sd z` with `z` standard normal from
+/// `SmallRng::seed_from_u64(seed)`; exact ties share the round's unit of
+/// mass. Sums to 1.
+fn normal_prob_best(params: &[(f64, f64)], draws: u32, seed: u64) -> Vec<f64> {
+    let k = params.len();
+    if k <= 1 || draws == 0 {
+        return vec![1.0 / k.max(1) as f64; k];
+    }
+    let mut rng = SmallRng::seed_from_u64(seed);
+    let mut wins = vec![0.0f64; k];
+    let mut tied: Vec<usize> = Vec::with_capacity(k);
+    for _ in 0..draws {
+        let mut best = f64::NEG_INFINITY;
+        tied.clear();
+        for (i, &(mean, sd)) in params.iter().enumerate() {
+            let z: f64 = rng.sample(StandardNormal);
+            let s = mean + sd * z;
+            if s > best {
+                best = s;
+                tied.clear();
+                tied.push(i);
+            } else if s == best {
+                tied.push(i);
+            }
+        }
+        let share = 1.0 / tied.len().max(1) as f64;
+        for &i in &tied {
+            wins[i] += share;
+        }
+    }
+    let total: f64 = wins.iter().sum();
+    if !(total > 0.0) {
+        return vec![1.0 / k as f64; k];
+    }
+    wins.iter().map(|w| w / total).collect()
 }
 
 /// Equal shares for the entries equal to the maximum, 0 elsewhere.
@@ -629,6 +669,17 @@ mod tests {
         bad["lambda"] = serde_json::json!(-1.0);
         let err = serde_json::from_value::<LinearState>(bad).unwrap_err().to_string();
         assert!(err.contains("lambda"), "{err}");
+    }
+
+    #[test]
+    fn normal_prob_best_matches_the_exact_two_arm_probability_and_splits_ties() {
+        // P(N(0.1, 1) > N(0, 1)) = Phi(0.1 / sqrt 2) = 0.528186.
+        let p = normal_prob_best(&[(0.1, 1.0), (0.0, 1.0)], 200_000, 17);
+        assert!((p[0] - 0.528_186).abs() < 0.005, "{p:?}");
+        // Zero sds: the means tie exactly in every draw.
+        let p = normal_prob_best(&[(0.3, 0.0), (0.3, 0.0), (0.1, 0.0)], 10, 1);
+        assert_eq!(p, vec![0.5, 0.5, 0.0]);
+        assert_eq!(normal_prob_best(&[(1.0, 1.0)], 64, 1), vec![1.0]);
     }
 
     #[test]

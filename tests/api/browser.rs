@@ -3,7 +3,8 @@
 //! test starts its own server (Postgres), chromedriver and Chromium profile, applies the
 //! example experiments from `experiments/*.toml`, and saves a PNG screenshot of every page
 //! it checks under `target/browser-artifacts/`. Without Chromium and chromedriver the tests
-//! fail and say how to install them; they never skip.
+//! fail and say how to install them; they never skip. Two plain HTTP tests (both backends)
+//! cover what the page relies on: `/v1/whoami` and the embedded files with their headers.
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -13,6 +14,7 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 
 use crate::helpers::{spawn_app, Backend, TestApp};
+use crate::on_both_backends;
 
 /// How long one wait for the page may take before the test fails: generous, because a
 /// loaded two-core machine starts Chromium slowly; this is a deadline, not a speed check.
@@ -513,3 +515,46 @@ async fn a_read_key_sees_everything_and_gets_no_buttons() {
         .await;
     assert_eq!((s, v["error"].as_str()), (403, Some("forbidden")));
 }
+
+/// What the page asks first: who the key is and what it may do.
+async fn whoami_names_the_key_and_its_scopes(backend: Backend) {
+    let app = spawn_app(backend).await;
+    for (key, name, scope) in [
+        (&app.admin_key, "test-admin", "admin"),
+        (&app.read_key, "test-read", "read"),
+        (&app.assign_key, "test-assign", "assign"),
+    ] {
+        let (s, v) = app.request("GET", "/v1/whoami", Some(key), None).await;
+        assert_eq!(s, 200, "{v}");
+        assert_eq!(v, json!({"name": name, "prefix": &key[..12], "scopes": [scope]}));
+    }
+    let (s, v) = app.request("GET", "/v1/whoami", None, None).await;
+    assert_eq!((s, v["error"].as_str()), (401, Some("unauthorized")));
+}
+on_both_backends!(whoami_names_the_key_and_its_scopes);
+
+/// The page and its files come from the binary, with a policy that allows only this origin.
+async fn the_dashboard_is_served_from_the_binary(backend: Backend) {
+    let app = spawn_app(backend).await;
+    for (path, content_type, needle) in [
+        ("/", "text/html; charset=utf-8", "<title>Strategist</title>"),
+        ("/assets/app.js", "text/javascript; charset=utf-8", "sessionStorage"),
+        ("/assets/app.css", "text/css; charset=utf-8", "font-family"),
+        ("/assets/favicon.svg", "image/svg+xml", "<svg"),
+    ] {
+        let mut resp = app.client.get(format!("{}{path}", app.address)).send().await.unwrap();
+        assert_eq!(resp.status().as_u16(), 200, "{path}");
+        let header = |name: &str| resp.headers().get(name).and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
+        assert_eq!(header("content-type"), content_type, "{path}");
+        let csp = header("content-security-policy");
+        assert!(csp.contains("default-src 'none'") && csp.contains("connect-src 'self'"), "{path}: {csp}");
+        assert_eq!(header("x-content-type-options"), "nosniff");
+        let body = String::from_utf8(resp.body().await.unwrap().to_vec()).unwrap();
+        assert!(body.contains(needle), "{path}");
+    }
+    let (s, v) = app.request("GET", "/assets/nope.js", None, None).await;
+    assert_eq!((s, v["error"].as_str()), (404, Some("asset_not_found")));
+    let (s, v) = app.request("POST", "/", None, None).await;
+    assert_eq!(s, 404, "{v}");
+}
+on_both_backends!(the_dashboard_is_served_from_the_binary);
