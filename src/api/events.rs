@@ -195,7 +195,7 @@ pub async fn event_batch(
     let events = body.into_inner().events;
     if events.is_empty() || events.len() > MAX_BATCH {
         return Err(ApiError::unprocessable(
-            "invalid_batch",
+            "invalid_batch_size",
             format!("a batch holds 1–{MAX_BATCH} events (got {})", events.len()),
         ));
     }

@@ -418,7 +418,7 @@ fn normal_prob_best(params: &[(f64, f64)], draws: u32, seed: u64) -> Vec<f64> {
         }
     }
     let total: f64 = wins.iter().sum();
-    if !(total > 0.0) {
+    if total.is_nan() || total <= 0.0 {
         return vec![1.0 / k as f64; k];
     }
     wins.iter().map(|w| w / total).collect()

@@ -97,7 +97,7 @@ async fn a_batch_stores_the_valid_events_and_answers_each_invalid_one(backend: B
     assert_eq!(p["features"]["monetary_90d"], 12.5);
 
     let (s, v) = app.request("POST", "/v1/events/batch", Some(&app.assign_key), Some(&json!({"events": []}))).await;
-    assert_eq!((s, v["error"].as_str()), (422, Some("invalid_batch")));
+    assert_eq!((s, v["error"].as_str()), (422, Some("invalid_batch_size")));
 }
 on_both_backends!(a_batch_stores_the_valid_events_and_answers_each_invalid_one);
 
