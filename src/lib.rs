@@ -17,6 +17,7 @@ pub mod ope;
 pub mod policy;
 pub mod profile;
 pub mod report;
+pub mod scoring;
 pub mod startup;
 pub mod stats;
 pub mod store;

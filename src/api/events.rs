@@ -120,9 +120,7 @@ fn parse_event(state: &AppState, req: EventRequest, now: DateTime<Utc>) -> Resul
         (EventKind::Purchase, None) => {
             return Err(ApiError::unprocessable("invalid_amount", "a purchase needs an `amount`"))
         }
-        (_, Some(_)) => {
-            return Err(ApiError::unprocessable("invalid_amount", "`amount` is only allowed on purchases"))
-        }
+        (_, Some(_)) => return Err(ApiError::unprocessable("invalid_amount", "`amount` is only allowed on purchases")),
         (_, None) => 0.0,
     };
     if let Some(c) = &req.category {

@@ -112,9 +112,12 @@ pub async fn experiment_charts(
         Ok(model::build_experiment(&st.db, &stored, from, to)?)
     })
     .await??;
-    Ok(HttpResponse::Ok()
-        .insert_header((header::CACHE_CONTROL, "no-store"))
-        .json(ChartsResponse { experiment: key, from, to, charts: charts::charts(&built) }))
+    Ok(HttpResponse::Ok().insert_header((header::CACHE_CONTROL, "no-store")).json(ChartsResponse {
+        experiment: key,
+        from,
+        to,
+        charts: charts::charts(&built),
+    }))
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]

@@ -182,7 +182,12 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
                     if e.definition.policy.is_contextual() {
                         let n: u64 = e.snapshot.feedback.iter().map(|f| f.n).sum();
                         let kind = e.definition.policy.kind();
-                        println!("[{}] {} policy v{}: {kind}, per-shopper PMF, {n} exposures learned", e.status.as_str(), e.key, e.policy_version);
+                        println!(
+                            "[{}] {} policy v{}: {kind}, per-shopper PMF, {n} exposures learned",
+                            e.status.as_str(),
+                            e.key,
+                            e.policy_version
+                        );
                         continue;
                     }
                     let shares: Vec<String> = e

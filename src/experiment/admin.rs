@@ -93,11 +93,16 @@ impl Action {
 pub fn initial_snapshot(def: &Definition, salt: &str, version: i32) -> Result<String, AdminError> {
     let arm_keys = def.arm_keys();
     let seed = explore::draw_seed(salt, "policy-initial", &version.to_string());
-    let invalid = |e: policy::PolicyError| AdminError::Invalid(vec![FieldError { field: "policy".into(), reason: e.to_string() }]);
+    let invalid = |e: policy::PolicyError| {
+        AdminError::Invalid(vec![FieldError { field: "policy".into(), reason: e.to_string() }])
+    };
     let (state, linear) = if def.policy.is_contextual() {
         // Shown as uniform; decisions come from the linear model and each request's context.
         let uniform = policy::PolicySpec::Fixed { weights: None };
-        (policy::initial_state(&uniform, &arm_keys, seed).map_err(invalid)?, Some(policy::initial_linear_state(&def.policy, &arm_keys).map_err(invalid)?))
+        (
+            policy::initial_state(&uniform, &arm_keys, seed).map_err(invalid)?,
+            Some(policy::initial_linear_state(&def.policy, &arm_keys).map_err(invalid)?),
+        )
     } else {
         (policy::initial_state(&def.policy, &arm_keys, seed).map_err(invalid)?, None)
     };

@@ -37,7 +37,8 @@ pub fn update(
     if until <= after {
         return Ok(None);
     }
-    let rows = profiles::learning_rows(db, stored.row.id, stored.row.current_version, &def.primary_metric.name, after, until)?;
+    let rows =
+        profiles::learning_rows(db, stored.row.id, stored.row.current_version, &def.primary_metric.name, after, until)?;
     if rows.is_empty() {
         return Ok(None);
     }
@@ -65,11 +66,7 @@ pub fn update(
             }
         }
     }
-    let next = SnapshotState {
-        policy: previous.policy.clone(),
-        feedback,
-        linear: Some(model),
-        learned_until: Some(until),
-    };
+    let next =
+        SnapshotState { policy: previous.policy.clone(), feedback, linear: Some(model), learned_until: Some(until) };
     Ok(Some((next, folded)))
 }

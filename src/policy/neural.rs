@@ -713,6 +713,7 @@ mod tests {
     use super::*;
     use chrono::{Duration, NaiveDate};
     use proptest::prelude::*;
+    use rand::Rng;
     use rand_distr::{Distribution, StandardNormal};
 
     fn now() -> NaiveDateTime {
@@ -840,7 +841,7 @@ mod tests {
         let many: Vec<Event> = (0..30).map(|i| ev(EventKind::Click, 40 - i, 0.0, None)).collect();
         let (enc, mask) = encode_events(&many, now());
         assert!(mask.iter().all(|m| *m == 1.0));
-        assert!((enc[(MAX_EVENTS - 1) * EVENT_DIM + EVENT_DIM - 1] - 11f32.ln()).abs() < 1e-6);
+        assert!((enc[(MAX_EVENTS - 1) * EVENT_DIM + EVENT_DIM - 1] - 12f32.ln()).abs() < 1e-6, "newest: 11 days old");
         // Same category, same bucket; the hash is stable.
         assert_eq!(fnv1a(b"shoes"), fnv1a(b"shoes"));
         assert_eq!(fnv1a(b""), 0xcbf2_9ce4_8422_2325);
@@ -925,34 +926,24 @@ mod tests {
     }
 
     #[test]
-    fn training_on_logged_data_beats_uniform_in_true_value_and_is_deterministic() {
-        let params = NeuralParams { epochs: 30, batch_size: 200, learning_rate: 0.02, ..tiny(4, 7) };
-        let rows = logged(2_000, 42);
-        let mut policy = NeuralPolicy::new(params.clone(), 3, &Device::Cpu).unwrap();
+    fn training_on_logged_data_beats_uniform_in_true_value_and_uses_the_events() {
+        let params = NeuralParams { epochs: 25, batch_size: 250, learning_rate: 0.03, ..tiny(4, 7) };
+        let rows = logged(1_000, 42);
+        let mut policy = NeuralPolicy::new(params, 3, &Device::Cpu).unwrap();
         let (v0, uniform, best) = true_values(&policy, 2_000);
         let report = policy.train(&rows).unwrap();
         let (v1, _, _) = true_values(&policy, 2_000);
-        // Uniform ~0.36 and best ~0.66 in this world; demand most of the gap.
+        // The true value (from the world's click probabilities, not an
+        // estimate) must close most of the gap between uniform and the best.
         assert!(
             v1 > uniform + 0.5 * (best - uniform),
             "before {v0:.3}, after {v1:.3}, uniform {uniform:.3}, best {best:.3}, {report:?}"
         );
         assert!(report.snips_after > report.snips_before, "{report:?}");
-        assert_eq!(report.steps, 30 * 10);
+        assert_eq!(report.steps, 25 * 4);
 
-        // Same seed, same data: the same weights.
-        let mut again = NeuralPolicy::new(params, 3, &Device::Cpu).unwrap();
-        again.train(&rows).unwrap();
-        assert_eq!(again.snapshot().unwrap(), policy.snapshot().unwrap());
-    }
-
-    #[test]
-    fn the_event_path_learns_what_only_events_reveal() {
-        // Purchasers: arm 2's logit +2. Compare the trained policy's mass on
-        // arm 2 for the same features with and without a last purchase.
-        let params = NeuralParams { epochs: 30, batch_size: 200, learning_rate: 0.02, ..tiny(4, 7) };
-        let mut policy = NeuralPolicy::new(params, 3, &Device::Cpu).unwrap();
-        policy.train(&logged(2_000, 43)).unwrap();
+        // Purchasers get +2 on arm 2's logit, which only the event path sees:
+        // for the same features, a last purchase must move mass to arm 2.
         let x = [0.0, 0.0, 0.0, 0.0];
         let bought = NeuralInput::new(
             &x,
@@ -965,6 +956,20 @@ mod tests {
             now(),
         );
         let p = policy.pmfs(&[bought, viewed]).unwrap();
-        assert!(p[0][2] > p[1][2] + 0.2, "{p:?}");
+        assert!(p[0][2] > p[1][2] + 0.1, "{p:?}");
+    }
+
+    #[test]
+    fn training_is_deterministic_for_a_seed() {
+        let params = NeuralParams { epochs: 2, batch_size: 64, ..tiny(4, 9) };
+        let rows = logged(256, 3);
+        let mut a = NeuralPolicy::new(params.clone(), 3, &Device::Cpu).unwrap();
+        let mut b = NeuralPolicy::new(params.clone(), 3, &Device::Cpu).unwrap();
+        assert_eq!(a.snapshot().unwrap(), b.snapshot().unwrap());
+        a.train(&rows).unwrap();
+        b.train(&rows).unwrap();
+        assert_eq!(a.snapshot().unwrap(), b.snapshot().unwrap());
+        let other = NeuralPolicy::new(NeuralParams { seed: 10, ..params }, 3, &Device::Cpu).unwrap();
+        assert_ne!(other.snapshot().unwrap(), a.snapshot().unwrap());
     }
 }

@@ -269,7 +269,10 @@ mod tests {
             ordered.fold(e);
         }
         assert_eq!(shuffled, ordered);
-        assert_eq!(shuffled.recent.iter().map(|e| e.at).collect::<Vec<_>>(), sorted_events.iter().map(|e| e.at).collect::<Vec<_>>());
+        assert_eq!(
+            shuffled.recent.iter().map(|e| e.at).collect::<Vec<_>>(),
+            sorted_events.iter().map(|e| e.at).collect::<Vec<_>>()
+        );
     }
 
     #[test]

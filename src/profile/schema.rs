@@ -141,7 +141,10 @@ impl FeatureSchema {
                     return Err(err(field, format!("`{}` is numeric: list it under `numeric`", f.name)))
                 }
                 None => {
-                    return Err(err(field, format!("unknown attribute `{}`: use {} or `attr:<name>`", f.name, KNOWN_ATTRIBUTES.join(", "))))
+                    return Err(err(
+                        field,
+                        format!("unknown attribute `{}`: use {} or `attr:<name>`", f.name, KNOWN_ATTRIBUTES.join(", ")),
+                    ))
                 }
             }
             if !seen.insert(f.name.as_str()) {
@@ -150,7 +153,10 @@ impl FeatureSchema {
             match (f.values.is_empty(), f.hash_buckets) {
                 (false, None) => {
                     if f.values.len() > MAX_ONE_HOT_VALUES {
-                        return Err(err(format!("categorical[{i}].values"), format!("at most {MAX_ONE_HOT_VALUES} values")));
+                        return Err(err(
+                            format!("categorical[{i}].values"),
+                            format!("at most {MAX_ONE_HOT_VALUES} values"),
+                        ));
                     }
                     let mut vs = std::collections::HashSet::new();
                     if let Some(dup) = f.values.iter().find(|v| !vs.insert(v.as_str())) {
@@ -159,16 +165,27 @@ impl FeatureSchema {
                 }
                 (true, Some(b)) if (2..=MAX_HASH_BUCKETS).contains(&b) => {}
                 (true, Some(_)) => {
-                    return Err(err(format!("categorical[{i}].hash_buckets"), format!("must be in 2..={MAX_HASH_BUCKETS}")))
+                    return Err(err(
+                        format!("categorical[{i}].hash_buckets"),
+                        format!("must be in 2..={MAX_HASH_BUCKETS}"),
+                    ))
                 }
-                _ => return Err(err(format!("categorical[{i}]"), "give exactly one of `values` (one-hot) or `hash_buckets`")),
+                _ => {
+                    return Err(err(
+                        format!("categorical[{i}]"),
+                        "give exactly one of `values` (one-hot) or `hash_buckets`",
+                    ))
+                }
             }
         }
         if self.is_empty() {
             return Err(err("numeric".into(), "declare at least one numeric or categorical feature"));
         }
         if self.dimension() > MAX_FEATURES {
-            return Err(err("numeric".into(), format!("the encoded context has {} entries; at most {MAX_FEATURES}", self.dimension())));
+            return Err(err(
+                "numeric".into(),
+                format!("the encoded context has {} entries; at most {MAX_FEATURES}", self.dimension()),
+            ));
         }
         Ok(())
     }

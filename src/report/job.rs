@@ -40,10 +40,8 @@ impl Schedule {
         let (day, at) = s
             .split_once(char::is_whitespace)
             .ok_or_else(|| format!("`{s}` is not a schedule such as \"mon 06:00\" (weekday and UTC time)"))?;
-        let weekday: Weekday = day
-            .trim()
-            .parse()
-            .map_err(|_| format!("`{day}` is not a weekday (mon, tue, wed, thu, fri, sat, sun)"))?;
+        let weekday: Weekday =
+            day.trim().parse().map_err(|_| format!("`{day}` is not a weekday (mon, tue, wed, thu, fri, sat, sun)"))?;
         let time = NaiveTime::parse_from_str(at.trim(), "%H:%M")
             .map_err(|_| format!("`{}` is not a time of day such as 06:00 (UTC)", at.trim()))?;
         Ok(Some(Schedule { weekday, time }))
@@ -51,8 +49,7 @@ impl Schedule {
 
     /// Time from the end of a week (Monday 00:00) to when its report is due.
     fn offset(&self) -> chrono::Duration {
-        chrono::Duration::days(i64::from(self.weekday.num_days_from_monday()))
-            + (self.time - NaiveTime::MIN)
+        chrono::Duration::days(i64::from(self.weekday.num_days_from_monday())) + (self.time - NaiveTime::MIN)
     }
 
     /// The newest week whose report is due by `now`.

@@ -339,7 +339,12 @@ pub fn build_experiment(
     let decisions: Vec<DecisionEntry> = decisions_all
         .iter()
         .filter(|d| d.created_at >= from && d.created_at < to)
-        .map(|d| DecisionEntry { at: d.created_at, action: d.action.clone(), actor: d.actor.clone(), reason: d.reason.clone() })
+        .map(|d| DecisionEntry {
+            at: d.created_at,
+            action: d.action.clone(),
+            actor: d.actor.clone(),
+            reason: d.reason.clone(),
+        })
         .collect();
     let status = status_at(&decisions_all, to).unwrap_or_else(|| stored.row.status.clone());
 
@@ -383,7 +388,9 @@ pub fn build_experiment(
         primary_kind: kind_name(def.primary_metric.kind).to_string(),
         money_metric: money_metric.map(|m| m.name.clone()),
         analyzed_at: latest.as_ref().map(|r| r.analyzed_at),
-        estimator: primary_now.and_then(|m| serde_json::to_value(m.estimator).ok()).and_then(|v| v.as_str().map(String::from)),
+        estimator: primary_now
+            .and_then(|m| serde_json::to_value(m.estimator).ok())
+            .and_then(|v| v.as_str().map(String::from)),
         alpha: analysis.map(|a| a.alpha),
         decision_state: analysis.map(|a| state_name(&a.decision.state)),
         decision_reasons: analysis.map(|a| a.decision.reasons.clone()).unwrap_or_default(),
@@ -548,6 +555,8 @@ fn arm_report(i: ArmInputs<'_>) -> ArmReport {
                 .into_iter()
                 .filter_map(|x| x.as_deref())
                 .chain(r.uplift_relative.as_ref().and_then(|u| u.reason.as_deref()))
+                // Control has no uplift or test against itself: nothing to explain.
+                .filter(|r| *r != "not_applicable")
                 .collect();
             let mut reasons = reasons;
             reasons.dedup();

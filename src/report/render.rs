@@ -156,14 +156,15 @@ fn incremental_text(e: &ExperimentReport) -> String {
 const CSS: &str = "
 :root { color-scheme: light; }
 body { font-family: system-ui, -apple-system, 'Segoe UI', Roboto, Helvetica, Arial, sans-serif; color: #1d1d1f;
-  margin: 24px auto; max-width: 1200px; padding: 0 16px; line-height: 1.4; }
+  margin: 24px auto; max-width: 1440px; padding: 0 16px; line-height: 1.4; }
 h1 { font-size: 24px; margin: 0 0 4px; } h2 { font-size: 19px; margin: 32px 0 4px; border-top: 2px solid #ddd; padding-top: 16px; }
 h3 { font-size: 15px; margin: 18px 0 6px; }
 .meta { color: #555; font-size: 13px; margin: 2px 0 10px; }
 table { border-collapse: collapse; width: 100%; font-size: 12px; margin: 6px 0 12px; }
 th, td { border: 1px solid #d5d5d5; padding: 4px 6px; vertical-align: top; }
 th { background: #f3f3f3; text-align: left; font-weight: 600; }
-td.num { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
+td.num { text-align: right; font-variant-numeric: tabular-nums; }
+.wide { overflow-x: auto; }
 td .iv { display: block; color: #555; font-size: 11px; }
 .swatch { display: inline-block; width: 10px; height: 10px; border-radius: 2px; margin-right: 5px; vertical-align: -1px; }
 .status { display: inline-block; padding: 1px 6px; border-radius: 8px; background: #eef; font-size: 12px; }
@@ -180,6 +181,7 @@ ul.plain { margin: 4px 0 10px; padding-left: 20px; font-size: 13px; }
   section.experiment { break-before: page; }
   h2 { border-top: none; padding-top: 0; margin-top: 0; }
   table, figure, tr { break-inside: avoid; }
+  table.arms { font-size: 8.5px; } table.arms td .iv { font-size: 8px; } .wide { overflow: visible; }
   .charts { grid-template-columns: 1fr 1fr; }
 }
 ";
@@ -307,7 +309,7 @@ fn experiment_html(o: &mut String, e: &ExperimentReport) {
     let money = e.money_metric.as_deref().map(|m| format!(" (money from `{m}`)")).unwrap_or_default();
     let _ = write!(
         o,
-        "<h3>Arms</h3><table class=\"arms\"><thead><tr><th rowspan=\"2\">Arm</th>\
+        "<h3>Arms</h3><div class=\"wide\"><table class=\"arms\"><thead><tr><th rowspan=\"2\">Arm</th>\
          <th colspan=\"7\">This week{money}</th><th colspan=\"8\">Cumulative, {pm} (analysis in force at week end)</th></tr><tr>\
          <th>Exposures</th><th>Conversions</th><th>Revenue</th><th>Cost</th><th>Profit</th><th>Profit / exposure</th>\
          <th>Incremental profit</th><th>Mature exposures</th><th>Mean</th><th>Uplift (absolute)</th>\
@@ -354,7 +356,7 @@ fn experiment_html(o: &mut String, e: &ExperimentReport) {
         );
     }
     o.push_str(
-        "</tbody></table><p class=\"meta\">AV: always-valid interval (decisions use it); FH: fixed-horizon interval \
+        "</tbody></table></div><p class=\"meta\">AV: always-valid interval (decisions use it); FH: fixed-horizon interval \
          (reference only).</p><h3>Charts</h3><div class=\"charts\">",
     );
     for chart in charts::charts(e) {
@@ -433,7 +435,9 @@ pub fn markdown(r: &WeeklyReport) -> String {
             o.push('\n');
         }
         o.push_str("| Arm | Exposures | Conversions | Revenue | Cost | Profit | Profit / exposure | Incremental profit | Mature exposures | Mean | Uplift (abs) | AV interval | FH interval | Uplift (rel, %) | AV interval (%) | FH interval (%) | p always-valid | p fixed-horizon | p Holm | P(best) % |\n");
-        o.push_str("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+        o.push_str(
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+        );
         for a in &e.arms {
             let cells = arm_cells(a);
             let c = |name: &str| {
@@ -476,7 +480,8 @@ pub fn markdown(r: &WeeklyReport) -> String {
         if !e.decisions.is_empty() {
             o.push_str("\n**Decisions this week**\n\n| Time | Action | By | Reason |\n|---|---|---|---|\n");
             for d in &e.decisions {
-                let _ = writeln!(o, "| {} | {} | {} | {} |", md(&time(d.at)), md(&d.action), md(&d.actor), md(&d.reason));
+                let _ =
+                    writeln!(o, "| {} | {} | {} | {} |", md(&time(d.at)), md(&d.action), md(&d.actor), md(&d.reason));
             }
         }
     }

@@ -192,9 +192,8 @@ fn format_tick(v: f64, step: f64, f: ValueFormat) -> String {
 }
 
 /// Round time steps, seconds.
-const TIME_STEPS: &[f64] = &[
-    60.0, 300.0, 900.0, 1800.0, 3600.0, 7200.0, 10800.0, 21600.0, 43200.0, 86400.0, 172800.0, 604800.0,
-];
+const TIME_STEPS: &[f64] =
+    &[60.0, 300.0, 900.0, 1800.0, 3600.0, 7200.0, 10800.0, 21600.0, 43200.0, 86400.0, 172800.0, 604800.0];
 
 fn time_ticks(lo: f64, hi: f64) -> (Vec<f64>, f64) {
     let span = (hi - lo).max(1.0);
@@ -259,10 +258,18 @@ fn frame_and_axes(
     let (t_ticks, t_step) = time_ticks(x_range.0, x_range.1);
     for &t in &t_ticks {
         let x = xs.at(t);
+        // Labels at the edges are anchored inwards so they are not cut off.
+        let anchor = if x > x1 - 40.0 {
+            "end"
+        } else if x < x0 + 40.0 {
+            "start"
+        } else {
+            "middle"
+        };
         let _ = write!(
             out,
             "<line x1=\"{x:.1}\" y1=\"{y0:.1}\" x2=\"{x:.1}\" y2=\"{:.1}\" stroke=\"#444\"/>\
-             <text x=\"{x:.1}\" y=\"{:.1}\" text-anchor=\"middle\" fill=\"#444\">{}</text>",
+             <text x=\"{x:.1}\" y=\"{:.1}\" text-anchor=\"{anchor}\" fill=\"#444\">{}</text>",
             y0 + 5.0,
             y0 + 18.0,
             escape(&format_time(t, t_step, x_range.1 - x_range.0))
@@ -399,12 +406,8 @@ pub fn line_chart(c: &LineChart) -> String {
         }
         if pts.len() <= 40 {
             for (x, y) in &pts {
-                let _ = write!(
-                    out,
-                    "<circle cx=\"{:.1}\" cy=\"{:.1}\" r=\"2.5\" fill=\"{color}\"/>",
-                    xs.at(*x),
-                    ys.at(*y)
-                );
+                let _ =
+                    write!(out, "<circle cx=\"{:.1}\" cy=\"{:.1}\" r=\"2.5\" fill=\"{color}\"/>", xs.at(*x), ys.at(*y));
             }
         }
     }
@@ -444,15 +447,16 @@ pub fn stacked_area(c: &StackedArea) -> String {
                 }
             }
         }
-        let top: Vec<f64> = (0..c.starts.len())
-            .map(|i| {
-                if totals[i] > 0.0 {
-                    base[i] + layer.values.get(i).copied().unwrap_or(0.0) / totals[i]
-                } else {
-                    0.0
-                }
-            })
-            .collect();
+        let top: Vec<f64> =
+            (0..c.starts.len())
+                .map(|i| {
+                    if totals[i] > 0.0 {
+                        base[i] + layer.values.get(i).copied().unwrap_or(0.0) / totals[i]
+                    } else {
+                        0.0
+                    }
+                })
+                .collect();
         for run in &runs {
             let mut d = String::new();
             for (k, &i) in run.iter().enumerate() {

@@ -101,7 +101,8 @@ pub fn record_events(db: &Db, batch: &[NewEvent], now: NaiveDateTime) -> Result<
             }
             // BTreeMap order: every batch locks its units in the same (sorted) order.
             for (unit, new_events) in per_unit {
-                let $q = profiles::table.filter(profiles::unit_hash.eq(unit)).select((profiles::state, profiles::events));
+                let $q =
+                    profiles::table.filter(profiles::unit_hash.eq(unit)).select((profiles::state, profiles::events));
                 let row: Option<(String, i64)> = $load.first(conn).optional()?;
                 let (mut state, count) = match row {
                     Some((s, n)) => (parse_state(&s)?, n),

@@ -26,7 +26,8 @@ async fn build_profiles(app: &TestApp, n: usize) {
         .map(|i| json!({"event_id": format!("p-{i}"), "unit_id": format!("big-{i}"), "type": "purchase", "amount": 500.0, "category": "shoes"}))
         .collect();
     for chunk in events.chunks(500) {
-        let (s, v) = app.request("POST", "/v1/events/batch", Some(&app.assign_key), Some(&json!({"events": chunk}))).await;
+        let (s, v) =
+            app.request("POST", "/v1/events/batch", Some(&app.assign_key), Some(&json!({"events": chunk}))).await;
         assert_eq!(s, 200, "{v}");
     }
 }
@@ -43,7 +44,8 @@ async fn one_round(app: &TestApp, key: &str, round: usize, n: usize) -> Vec<(Str
         .iter()
         .map(|u| json!({"experiment": key, "unit_id": u, "request_id": format!("r{round}"), "context": {"device": "mobile"}}))
         .collect();
-    let (s, v) = app.request("POST", "/v1/assign/batch", Some(&app.assign_key), Some(&json!({"requests": requests}))).await;
+    let (s, v) =
+        app.request("POST", "/v1/assign/batch", Some(&app.assign_key), Some(&json!({"requests": requests}))).await;
     assert_eq!(s, 200, "{v}");
     let mut rewards = Vec::new();
     let mut out = Vec::new();

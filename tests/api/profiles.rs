@@ -22,8 +22,7 @@ fn ago(days: i64) -> String {
 
 async fn events_build_rfm_features_and_a_repeat_counts_once(backend: Backend) {
     let app = spawn_app(backend).await;
-    let purchase =
-        json!({"event_id": "o-1", "unit_id": "alice", "type": "purchase", "amount": 80.0, "category": "shoes", "timestamp": ago(20)});
+    let purchase = json!({"event_id": "o-1", "unit_id": "alice", "type": "purchase", "amount": 80.0, "category": "shoes", "timestamp": ago(20)});
     let (s, v) = event(&app, purchase.clone()).await;
     assert_eq!(s, 200, "{v}");
     assert_eq!(v["duplicate"], false);
@@ -112,7 +111,8 @@ async fn events_need_the_assign_scope_and_profiles_the_read_scope(backend: Backe
     assert_eq!(s, 403);
     let (s, v) = event(&app, json!({"event_id": "", "unit_id": "carol", "type": "click"})).await;
     assert_eq!((s, v["error"].as_str()), (422, Some("invalid_event_id")));
-    let (s, v) = event(&app, json!({"event_id": "x", "unit_id": "carol", "type": "click", "category": "a\u{7}b"})).await;
+    let (s, v) =
+        event(&app, json!({"event_id": "x", "unit_id": "carol", "type": "click", "category": "a\u{7}b"})).await;
     assert_eq!((s, v["error"].as_str()), (422, Some("invalid_category")));
     let (s, v) = event(&app, json!({"event_id": "x", "unit_id": "carol", "type": "click", "colour": "red"})).await;
     assert!(s == 400 || s == 422, "unknown field: {s} {v}");

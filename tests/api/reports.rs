@@ -144,9 +144,15 @@ async fn charts_endpoint_draws_the_four_charts_of_an_experiment(backend: Backend
     assert!(!v["charts"][0]["svg"].as_str().unwrap().contains("no data"), "allocation over the last week");
 
     // Bad input, unknown experiment, scopes.
-    for bad in ["?from=yesterday", "?to=2026-13-01T00:00:00Z", &format!("?from={to}&to={from}"), "?colour=red",
-                "?from=2026-01-01T00:00:00Z&to=2026-11-01T00:00:00Z"] {
-        let (s, v) = app.request("GET", &format!("/v1/experiments/charts/charts{bad}"), Some(&app.read_key), None).await;
+    for bad in [
+        "?from=yesterday",
+        "?to=2026-13-01T00:00:00Z",
+        &format!("?from={to}&to={from}"),
+        "?colour=red",
+        "?from=2026-01-01T00:00:00Z&to=2026-11-01T00:00:00Z",
+    ] {
+        let (s, v) =
+            app.request("GET", &format!("/v1/experiments/charts/charts{bad}"), Some(&app.read_key), None).await;
         assert_eq!((s, v["error"].as_str()), (422, Some("invalid_query")), "{bad}: {v}");
     }
     let (s, v) = app.request("GET", "/v1/experiments/nope/charts", Some(&app.read_key), None).await;
@@ -253,11 +259,17 @@ async fn weekly_report_in_every_format_carries_the_same_numbers(backend: Backend
     for attr in ["src=", "href="] {
         for (i, _) in lower.match_indices(attr) {
             let value = lower[i + attr.len()..].trim_start_matches(['"', '\'']);
-            assert!(!value.starts_with("http:") && !value.starts_with("https:") && !value.starts_with("//"),
-                "external resource at {}", &html[i..(i + 80).min(html.len())]);
+            assert!(
+                !value.starts_with("http:") && !value.starts_with("https:") && !value.starts_with("//"),
+                "external resource at {}",
+                &html[i..(i + 80).min(html.len())]
+            );
         }
     }
-    assert!(!lower.contains("<script") && !lower.contains("@import") && !lower.contains("url("), "no scripts or imports");
+    assert!(
+        !lower.contains("<script") && !lower.contains("@import") && !lower.contains("url("),
+        "no scripts or imports"
+    );
     assert!(html.contains("Checkout &lt;script&gt;alert(1)&lt;/script&gt; &amp; &quot;offers&quot;"));
     assert_eq!(html.matches("<svg").count(), 4, "four charts for the one experiment that ran");
     assert!(html.contains("@media print"));
@@ -275,7 +287,11 @@ async fn weekly_report_in_every_format_carries_the_same_numbers(backend: Backend
     assert_eq!(e["key"], "shop");
     assert_eq!(e["status"], "paused");
     assert_eq!(e["money_metric"], "profit");
-    assert!(e["decisions"].as_array().unwrap().iter().any(|d| d["action"] == "pause" && d["actor"].as_str().unwrap().starts_with("key:")));
+    assert!(e["decisions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|d| d["action"] == "pause" && d["actor"].as_str().unwrap().starts_with("key:")));
     let arms = e["arms"].as_array().unwrap();
     assert_eq!(arms.iter().map(|a| a["arm"].as_str().unwrap()).collect::<Vec<_>>(), ["a", "b", "c"]);
     // The week's numbers against what the test sent.
@@ -286,7 +302,11 @@ async fn weekly_report_in_every_format_carries_the_same_numbers(backend: Backend
         assert_eq!(a["exposures"].as_u64(), Some(n), "{a}");
         assert_eq!(a["conversions"].as_u64(), Some(conv), "{a}");
         let revenue = 40.0 * conv as f64;
-        let cost = match arm { "a" => 0.0, "b" => 0.1 * revenue, _ => 5.0 * conv as f64 };
+        let cost = match arm {
+            "a" => 0.0,
+            "b" => 0.1 * revenue,
+            _ => 5.0 * conv as f64,
+        };
         assert!((a["revenue"].as_f64().unwrap() - revenue).abs() < 1e-6, "{a}");
         assert!((a["cost"].as_f64().unwrap() - cost).abs() < 1e-6, "{a}");
         assert!((a["profit"].as_f64().unwrap() - (revenue - cost)).abs() < 1e-6, "{a}");
@@ -302,7 +322,11 @@ async fn weekly_report_in_every_format_carries_the_same_numbers(backend: Backend
     for field in ["mean", "p_always_valid", "p_fixed_horizon", "p_holm_adjusted", "prob_best"] {
         assert!(b[field].is_number(), "{field}: {b}");
     }
-    assert!(b["uplift_relative"]["always_valid"]["lower"].is_number() && b["uplift_absolute"]["fixed_horizon"]["upper"].is_number(), "{b}");
+    assert!(
+        b["uplift_relative"]["always_valid"]["lower"].is_number()
+            && b["uplift_absolute"]["fixed_horizon"]["upper"].is_number(),
+        "{b}"
+    );
     assert_eq!(e["leader"], "b", "{e}");
 
     // CSV: the same numbers as the JSON (to their rounding) and as the HTML table cells.
@@ -385,7 +409,8 @@ async fn stored_reports_are_written_once_per_week_listed_and_served_by_any_repli
     let (s, v) = app.request("GET", "/v1/reports", Some(&app.read_key), None).await;
     assert_eq!(s, 200, "{v}");
     let listed = v.as_array().unwrap().iter().find(|w| w["week"] == week.to_string()).expect("the week is listed");
-    let formats: Vec<&str> = listed["formats"].as_array().unwrap().iter().map(|f| f["format"].as_str().unwrap()).collect();
+    let formats: Vec<&str> =
+        listed["formats"].as_array().unwrap().iter().map(|f| f["format"].as_str().unwrap()).collect();
     assert_eq!(formats, ["csv", "html", "json", "md"]);
     assert!(listed["formats"].as_array().unwrap().iter().all(|f| f["bytes"].as_i64().unwrap() > 0));
 
