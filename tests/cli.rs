@@ -170,3 +170,53 @@ fn piped_simulate_and_migrate_print_no_progress_bar() {
     clean("migrate stdout", &out.stdout);
     assert!(out.stderr.is_empty(), "migrate wrote to stderr: {:?}", String::from_utf8_lossy(&out.stderr));
 }
+
+#[test]
+fn report_weekly_writes_every_format_stores_it_and_lists_it() {
+    let dir = std::env::temp_dir().join(format!("strategist-cli-report-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let db = dir.join("r.db");
+    let db = db.to_str().unwrap();
+    let strategist = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_strategist"))
+            .args(args)
+            .args(["--database-url", db])
+            .env("STRATEGIST_LOG", "warn")
+            .output()
+            .expect("run strategist");
+        assert!(out.status.success(), "strategist {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(out.stderr.is_empty(), "piped: no progress on stderr: {:?}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let experiments = format!("{}/experiments", env!("CARGO_MANIFEST_DIR"));
+    strategist(&["experiments", "apply", &experiments]);
+    let week = strategist::report::Week::containing(chrono::Utc::now().naive_utc()).to_string();
+    let out_dir = dir.join("out");
+    let printed = strategist(&[
+        "report",
+        "weekly",
+        "--week",
+        &week,
+        "--format",
+        "html,md,csv,json",
+        "--out",
+        out_dir.to_str().unwrap(),
+        "--store",
+    ]);
+    assert_eq!(printed.lines().count(), 5, "{printed}");
+    let read = |ext: &str| std::fs::read_to_string(out_dir.join(format!("strategist-report-{week}.{ext}"))).unwrap();
+    let json: Value = serde_json::from_str(&read("json")).unwrap();
+    let exps = json["experiments"].as_array().unwrap();
+    assert!(!exps.is_empty(), "the running example experiments are in this week's report");
+    let html = read("html");
+    assert_eq!(html.matches("<svg").count(), 4 * exps.len());
+    let arms: usize = exps.iter().map(|e| e["arms"].as_array().unwrap().len()).sum();
+    assert_eq!(read("csv").lines().count(), 1 + arms);
+    for e in exps {
+        assert!(html.contains(&format!("id=\"exp-{}\"", e["key"].as_str().unwrap())));
+        assert!(read("md").contains(&format!("(`{}`)", e["key"].as_str().unwrap())));
+    }
+    let listed = strategist(&["report", "list"]);
+    std::fs::remove_dir_all(&dir).ok();
+    assert_eq!(listed.lines().filter(|l| l.starts_with(&week)).count(), 4, "{listed}");
+}

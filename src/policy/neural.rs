@@ -708,6 +708,115 @@ fn safetensors_bytes(tensors: &BTreeMap<String, (Vec<usize>, Vec<f32>)>) -> Resu
     Ok(out)
 }
 
+/// One round of a simulated stream (the format of
+/// `../shared/reference/sim_stream_seed777.csv`, see its README).
+#[derive(Debug, Clone, PartialEq)]
+pub struct StreamRound {
+    pub context: Vec<f64>,
+    /// True click probability of each arm.
+    pub probs: Vec<f64>,
+    pub best_arm: usize,
+    /// Uniform draw that picks the arm: the first arm whose cumulative probability exceeds it.
+    pub u_action: f64,
+    /// Uniform draw of the reward: 1 if `u_reward < probs[arm]`.
+    pub u_reward: f64,
+}
+
+/// How [`replay_stream`] retrains.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ReplayConfig {
+    /// Retrain after the first this many rounds, then each time the log has
+    /// grown by `growth` (e.g. 500 and 1.5: at 500, 750, 1125, … rounds).
+    pub first_retrain: usize,
+    pub growth: f64,
+    /// Exploration floor mixed into every PMF.
+    pub min_propensity: f64,
+}
+
+impl Default for ReplayConfig {
+    fn default() -> Self {
+        ReplayConfig { first_retrain: 500, growth: 1.5, min_propensity: 0.01 }
+    }
+}
+
+/// What a replay measured (the figures `strategist simulate stream` prints).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ReplayOutcome {
+    pub rounds: usize,
+    pub avg_reward: f64,
+    pub cumulative_regret: f64,
+    pub regret_last_10pct: f64,
+    pub retrains: usize,
+}
+
+/// Replays a stream with periodic off-policy retraining, as the learner
+/// would run `neural_pg`: between retrains the policy is fixed, so each
+/// segment of rounds is scored in one batched forward pass; each round's arm
+/// is drawn from the floored PMF with `u_action`, the reward and the PMF entry
+/// (the exact propensity) are logged, and at each retrain point the policy
+/// is trained (warm start, `params.epochs` epochs) on every row logged so
+/// far. Contexts carry no behaviour events. Regret at a round is
+/// `probs[best_arm] − probs[arm]` (the expected regret, as in the stream's README).
+pub fn replay_stream(
+    params: NeuralParams,
+    rounds: &[StreamRound],
+    config: &ReplayConfig,
+    device: &Device,
+) -> Result<ReplayOutcome, NeuralError> {
+    let arms = rounds.first().map_or(0, |r| r.probs.len());
+    if !(config.growth.is_finite() && config.growth > 1.0) || config.first_retrain == 0 {
+        return Err(NeuralError::param("growth", "retrain schedule needs first_retrain >= 1 and growth > 1"));
+    }
+    let mut policy = NeuralPolicy::new(params, arms, device)?;
+    let eligible = vec![true; arms];
+    let mut log: Vec<LoggedRow> = Vec::with_capacity(rounds.len());
+    let (mut reward_sum, mut regret, mut regret_tail, mut retrains) = (0.0, 0.0, 0.0, 0);
+    let tail_start = rounds.len() - rounds.len() / 10;
+    let mut next_retrain = config.first_retrain;
+    let mut start = 0;
+    while start < rounds.len() {
+        let end = next_retrain.min(rounds.len());
+        let segment = &rounds[start..end];
+        let inputs: Vec<NeuralInput> = segment.iter().map(|r| NeuralInput::without_events(&r.context)).collect();
+        let pmfs = policy.pmfs(&inputs)?;
+        for (k, ((round, input), pmf)) in segment.iter().zip(inputs).zip(pmfs).enumerate() {
+            if round.probs.len() != arms || round.best_arm >= arms {
+                return Err(NeuralError::input(format!(
+                    "round {}: {} arms, best arm {}",
+                    start + k,
+                    round.probs.len(),
+                    round.best_arm
+                )));
+            }
+            let pmf = explore::restrict_and_floor(&pmf, &eligible, config.min_propensity)
+                .map_err(|e| NeuralError::input(e.to_string()))?;
+            let arm = explore::draw(&pmf, round.u_action);
+            let reward = if round.u_reward < round.probs[arm] { 1.0 } else { 0.0 };
+            let r = round.probs[round.best_arm] - round.probs[arm];
+            reward_sum += reward;
+            regret += r;
+            if start + k >= tail_start {
+                regret_tail += r;
+            }
+            log.push(LoggedRow { input, arm, propensity: pmf[arm], reward });
+        }
+        start = end;
+        if start < rounds.len() {
+            policy.train(&log)?;
+            retrains += 1;
+            next_retrain = ((start as f64) * config.growth).ceil() as usize;
+        }
+    }
+    let n = rounds.len().max(1) as f64;
+    Ok(ReplayOutcome {
+        rounds: rounds.len(),
+        avg_reward: reward_sum / n,
+        cumulative_regret: regret,
+        regret_last_10pct: regret_tail,
+        retrains,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -971,5 +1080,40 @@ mod tests {
         assert_eq!(a.snapshot().unwrap(), b.snapshot().unwrap());
         let other = NeuralPolicy::new(NeuralParams { seed: 10, ..params }, 3, &Device::Cpu).unwrap();
         assert_ne!(other.snapshot().unwrap(), a.snapshot().unwrap());
+    }
+
+    /// Replays `../shared/reference/sim_stream_seed777.csv` with periodic
+    /// retraining and prints the figures. Slow in debug: run with
+    /// `cargo test --release --lib policy::neural::tests::replay_reference_stream -- --ignored --nocapture`.
+    #[test]
+    #[ignore]
+    fn replay_reference_stream() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/reference/sim_stream_seed777.csv");
+        let text = std::fs::read_to_string(path).unwrap();
+        let rounds: Vec<StreamRound> = text
+            .lines()
+            .skip(1)
+            .map(|line| {
+                let v: Vec<f64> = line.split(',').map(|c| c.parse::<f64>().unwrap()).collect();
+                StreamRound {
+                    context: v[1..21].to_vec(),
+                    probs: v[21..31].to_vec(),
+                    best_arm: v[31] as usize,
+                    u_action: v[32],
+                    u_reward: v[33],
+                }
+            })
+            .collect();
+        assert_eq!(rounds.len(), 20_000);
+        let uniform_regret: f64 = rounds.iter().map(|r| r.probs[r.best_arm] - r.probs.iter().sum::<f64>() / 10.0).sum();
+        let params: NeuralParams = serde_json::from_str(
+            &std::env::var("NEURAL_PARAMS").unwrap_or_else(|_| r#"{"features": 20, "epochs": 5}"#.into()),
+        )
+        .unwrap();
+        let started = std::time::Instant::now();
+        let out = replay_stream(params.clone(), &rounds, &ReplayConfig::default(), &Device::Cpu).unwrap();
+        let secs = started.elapsed().as_secs_f64();
+        println!("{params:?}\n{out:?}\nuniform regret {uniform_regret:.1}, {:.0} rounds/s", 20_000.0 / secs);
+        assert!(out.cumulative_regret < uniform_regret, "{out:?}");
     }
 }

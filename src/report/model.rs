@@ -509,7 +509,7 @@ fn leader_of(
     to: NaiveDateTime,
 ) -> (Option<String>, bool) {
     // A promotion recorded before the end of the range wins.
-    let promoted = decisions.iter().filter(|d| d.created_at < to && d.action == "promote").next_back().and_then(|d| {
+    let promoted = decisions.iter().rfind(|d| d.created_at < to && d.action == "promote").and_then(|d| {
         let details: serde_json::Value = serde_json::from_str(&d.details).ok()?;
         details.get("arm").and_then(|a| a.as_str()).map(String::from)
     });

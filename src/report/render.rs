@@ -232,7 +232,7 @@ pub fn html(r: &WeeklyReport) -> String {
     for e in &r.experiments {
         experiment_html(&mut o, e);
     }
-    let _ = write!(
+    let _ = writeln!(
         o,
         "<section class=\"notes\"><h3>How to read this report</h3><ul class=\"plain\">\
          <li><b>Week</b> columns (exposures, conversions, revenue, cost, profit, incremental profit) count the exposures \
@@ -247,7 +247,7 @@ pub fn html(r: &WeeklyReport) -> String {
          shown for reference only. Holm adjusts the always-valid p-values across treatment arms. P(best) is the \
          posterior probability that the arm is the best.</li>\
          <li>Relative uplift = (treatment − control) / |control|, in percent.</li></ul>\
-         <p>Strategist · report {w}</p></section></body></html>\n",
+         <p>Strategist · report {w}</p></section></body></html>",
         w = escape(&r.week)
     );
     o

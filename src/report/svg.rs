@@ -232,16 +232,16 @@ fn open(out: &mut String, title: &str) {
     );
 }
 
-fn frame_and_axes(
-    out: &mut String,
-    xs: Scale,
-    ys: Scale,
-    y_ticks: &[f64],
-    y_step: f64,
-    y_format: ValueFormat,
-    y_label: &str,
-    x_range: (f64, f64),
-) {
+/// The value axis: its ticks, their step, how they are written, and its label.
+struct YAxis<'a> {
+    ticks: &'a [f64],
+    step: f64,
+    format: ValueFormat,
+    label: &'a str,
+}
+
+fn frame_and_axes(out: &mut String, xs: Scale, ys: Scale, y: YAxis<'_>, x_range: (f64, f64)) {
+    let YAxis { ticks: y_ticks, step: y_step, format: y_format, label: y_label } = y;
     let (x0, x1) = (LEFT, W - RIGHT);
     let (y0, y1) = (H - BOTTOM, TOP);
     for &t in y_ticks {
@@ -258,21 +258,15 @@ fn frame_and_axes(
     let (t_ticks, t_step) = time_ticks(x_range.0, x_range.1);
     for &t in &t_ticks {
         let x = xs.at(t);
-        // Labels at the edges are anchored inwards so they are not cut off.
-        let anchor = if x > x1 - 40.0 {
-            "end"
-        } else if x < x0 + 40.0 {
-            "start"
-        } else {
-            "middle"
-        };
+        // A label that would run past the right edge is left off (its tick stays).
+        let label = if x > x1 - 30.0 { String::new() } else { format_time(t, t_step, x_range.1 - x_range.0) };
         let _ = write!(
             out,
             "<line x1=\"{x:.1}\" y1=\"{y0:.1}\" x2=\"{x:.1}\" y2=\"{:.1}\" stroke=\"#444\"/>\
-             <text x=\"{x:.1}\" y=\"{:.1}\" text-anchor=\"{anchor}\" fill=\"#444\">{}</text>",
+             <text x=\"{x:.1}\" y=\"{:.1}\" text-anchor=\"middle\" fill=\"#444\">{}</text>",
             y0 + 5.0,
             y0 + 18.0,
-            escape(&format_time(t, t_step, x_range.1 - x_range.0))
+            escape(&label)
         );
     }
     let _ = write!(
@@ -363,7 +357,7 @@ pub fn line_chart(c: &LineChart) -> String {
     let step = if ticks.len() > 1 { ticks[1] - ticks[0] } else { 1.0 };
     let xs = Scale { d0: c.x_range.0, d1: c.x_range.1, p0: LEFT, p1: W - RIGHT };
     let ys = Scale { d0: t0, d1: t1, p0: H - BOTTOM, p1: TOP };
-    frame_and_axes(&mut out, xs, ys, &ticks, step, c.y_format, &c.y_label, c.x_range);
+    frame_and_axes(&mut out, xs, ys, YAxis { ticks: &ticks, step, format: c.y_format, label: &c.y_label }, c.x_range);
     if c.zero_line {
         let y = ys.at(0.0);
         let _ = write!(
@@ -427,7 +421,13 @@ pub fn stacked_area(c: &StackedArea) -> String {
     let step = if ticks.len() > 1 { ticks[1] - ticks[0] } else { 0.2 };
     let xs = Scale { d0: c.x_range.0, d1: c.x_range.1, p0: LEFT, p1: W - RIGHT };
     let ys = Scale { d0: t0, d1: t1, p0: H - BOTTOM, p1: TOP };
-    frame_and_axes(&mut out, xs, ys, &ticks, step, ValueFormat::Percent, &c.y_label, c.x_range);
+    frame_and_axes(
+        &mut out,
+        xs,
+        ys,
+        YAxis { ticks: &ticks, step, format: ValueFormat::Percent, label: &c.y_label },
+        c.x_range,
+    );
     let totals: Vec<f64> =
         (0..c.starts.len()).map(|i| c.layers.iter().map(|l| l.values.get(i).copied().unwrap_or(0.0)).sum()).collect();
     if totals.iter().all(|t| *t <= 0.0) {
@@ -439,8 +439,8 @@ pub fn stacked_area(c: &StackedArea) -> String {
     for layer in &c.layers {
         let color = escape(&layer.color);
         let mut runs: Vec<Vec<usize>> = Vec::new();
-        for i in 0..c.starts.len() {
-            if totals[i] > 0.0 {
+        for (i, total) in totals.iter().enumerate() {
+            if *total > 0.0 {
                 match runs.last_mut() {
                     Some(r) if r.last() == Some(&(i.wrapping_sub(1))) => r.push(i),
                     _ => runs.push(vec![i]),
