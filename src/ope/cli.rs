@@ -17,7 +17,7 @@
 //! calls [`run_with_data`].
 
 use std::fmt::Write as _;
-use std::io::{IsTerminal, Write as _};
+use std::io::Write as _;
 use std::path::PathBuf;
 use std::str::FromStr;
 
@@ -105,12 +105,20 @@ pub struct OpeArgs {
     pub json: bool,
 }
 
-/// Progress messages on stderr, only when stderr is a terminal.
+/// The run's spinner: drawn on stderr only when stderr is a terminal (quiet in pipes).
+static PROGRESS: std::sync::OnceLock<crate::cli::progress::Progress> = std::sync::OnceLock::new();
+
+/// Shows the stage in progress beside the spinner.
 fn progress(message: &str) {
-    let mut err = std::io::stderr();
-    if err.is_terminal() {
-        // Progress is best effort: a failed write to the terminal must not fail the run.
-        let _ = writeln!(err, "ope: {message}…");
+    let bar = PROGRESS.get_or_init(|| crate::cli::progress::Progress::spinner("ope"));
+    bar.set_message(format!("{message}…"));
+    bar.inc(1);
+}
+
+/// Clears the spinner before the report (or an error) is printed.
+fn finish_progress() {
+    if let Some(bar) = PROGRESS.get() {
+        bar.finish();
     }
 }
 
@@ -126,6 +134,7 @@ pub fn run(args: &OpeArgs) -> anyhow::Result<()> {
         }
         LoggedSource::Experiment(source) => run_experiment(args, source),
     };
+    finish_progress();
     result.map_err(|err| {
         let code = err.downcast_ref::<OpeError>().map_or("ope_failed", OpeError::code);
         if args.json {
@@ -214,6 +223,7 @@ pub fn run_with_data(args: &OpeArgs, data: &LoggedData) -> anyhow::Result<()> {
 }
 
 fn print(text: &str) -> anyhow::Result<()> {
+    finish_progress();
     let mut out = std::io::stdout().lock();
     out.write_all(text.as_bytes()).and_then(|()| out.flush()).context("writing the report")
 }

@@ -86,18 +86,25 @@ pub fn run_once(db: &Db, schedule: Schedule, now: NaiveDateTime) -> Result<Optio
     Ok(Some(week))
 }
 
-/// Checks every [`CHECK_EVERY`] until `stop` is set; errors are logged and the loop goes on.
+/// Checks every [`CHECK_EVERY`] (the first check after one interval) until `stop` is set;
+/// errors are logged and the loop goes on.
 pub fn spawn(db: Db, schedule: Schedule, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<()> {
     std::thread::Builder::new()
         .name("report-job".into())
         .spawn(move || {
-            while !stop.load(Ordering::Relaxed) {
+            // The first check waits one interval: nothing is due in a process's first
+            // minutes that cannot wait 5 more, and startup is busy enough (on SQLite a
+            // write here would compete with the first requests' writes).
+            loop {
+                crate::app::sleep_unless_stopped(CHECK_EVERY, &stop);
+                if stop.load(Ordering::Relaxed) {
+                    break;
+                }
                 match run_once(&db, schedule, crate::store::now()) {
                     Ok(Some(week)) => tracing::info!(%week, "weekly report written"),
                     Ok(None) => {}
                     Err(e) => tracing::warn!(error = %e, "weekly report failed; retrying at the next check"),
                 }
-                crate::app::sleep_unless_stopped(CHECK_EVERY, &stop);
             }
         })
         .unwrap_or_else(|e| panic!("cannot start the report thread: {e}"))
