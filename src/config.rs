@@ -32,6 +32,9 @@ pub struct Settings {
     /// When each week's report is written after the week closes: `"WEEKDAY HH:MM"` (UTC),
     /// e.g. `"mon 06:00"`; empty disables the report job.
     pub report_schedule: String,
+    /// Where policy scoring runs: `auto` (the first GPU when built with `cuda`, else the
+    /// CPU), `cpu` or `cuda:N`. Resolved once at start.
+    pub device: String,
     pub log_json: bool,
 }
 
@@ -53,6 +56,7 @@ impl Default for Settings {
             analyzer_margin: "30s".into(),
             run_analyzer: true,
             report_schedule: "mon 06:00".into(),
+            device: "auto".into(),
             log_json: false,
         }
     }
@@ -111,6 +115,10 @@ pub struct SettingsArgs {
     /// e.g. "mon 06:00"; empty disables it [default: mon 06:00].
     #[arg(long, env = "STRATEGIST_REPORT_SCHEDULE")]
     pub report_schedule: Option<String>,
+    /// Where policy scoring runs: auto | cpu | cuda:N (cuda needs a build with the `cuda`
+    /// feature) [default: auto].
+    #[arg(long, env = "STRATEGIST_DEVICE")]
+    pub device: Option<String>,
     /// Log as JSON lines [default: false].
     #[arg(long, env = "STRATEGIST_LOG_JSON")]
     pub log_json: Option<bool>,
@@ -157,6 +165,7 @@ impl Settings {
             analyzer_margin,
             run_analyzer,
             report_schedule,
+            device,
             log_json
         );
         s.check()?;
@@ -175,6 +184,9 @@ impl Settings {
         }
         crate::report::job::Schedule::parse(&self.report_schedule)
             .map_err(|reason| ConfigError::Invalid { field: "report_schedule", reason })?;
+        self.device
+            .parse::<crate::scoring::DeviceSpec>()
+            .map_err(|e| ConfigError::Invalid { field: "device", reason: e.to_string() })?;
         if self.writer_max_batch == 0 {
             return Err(ConfigError::Invalid { field: "writer_max_batch", reason: "must be at least 1".into() });
         }
@@ -229,5 +241,16 @@ mod tests {
         assert!(matches!(Settings::load(&args), Err(ConfigError::Parse { .. })));
         let bad = SettingsArgs { learner_interval: Some("soon".into()), ..Default::default() };
         assert!(matches!(Settings::load(&bad), Err(ConfigError::Invalid { field: "learner_interval", .. })));
+    }
+
+    #[test]
+    fn the_device_is_auto_by_default_and_checked() {
+        assert_eq!(Settings::load(&SettingsArgs::default()).unwrap().device, "auto");
+        for ok in ["cpu", "cuda:1"] {
+            let args = SettingsArgs { device: Some(ok.into()), ..Default::default() };
+            assert_eq!(Settings::load(&args).unwrap().device, ok);
+        }
+        let bad = SettingsArgs { device: Some("gpu".into()), ..Default::default() };
+        assert!(matches!(Settings::load(&bad), Err(ConfigError::Invalid { field: "device", .. })));
     }
 }

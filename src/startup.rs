@@ -54,6 +54,14 @@ impl Application {
         } else {
             settings.unit_id_secret.clone()
         };
+        // The scoring device is resolved once and passed down (candle's habit): a bad or
+        // unavailable `--device` stops the start with the reason.
+        let device = settings
+            .device
+            .parse::<crate::scoring::DeviceSpec>()
+            .and_then(|d| d.resolve())
+            .map_err(|e| anyhow::anyhow!("--device {}: {e}", settings.device))?;
+        tracing::info!(device = %crate::scoring::device_name(&device), "scoring device");
         let metrics = Arc::new(Metrics::new());
         let db_up = Arc::new(AtomicBool::new(true));
         let (writer, writer_thread) = LogWriter::start(
