@@ -456,6 +456,7 @@ pub struct NeuralPolicy {
     device: Device,
     varmap: VarMap,
     net: NeuralNet,
+    parameter_count: usize,
 }
 
 impl std::fmt::Debug for NeuralPolicy {
@@ -488,7 +489,9 @@ impl NeuralPolicy {
         let vb = VarBuilder::from_varmap(&varmap, DType::F32, device);
         let net = NeuralNet::new(vb, &params, arms)?;
         let mut rng = StdRng::seed_from_u64(params.seed);
-        for (name, var) in lock_vars(&varmap)? {
+        let vars = lock_vars(&varmap)?;
+        let parameter_count = vars.iter().map(|(_, v)| v.elem_count()).sum();
+        for (name, var) in vars {
             let dims = var.dims().to_vec();
             let values: Vec<f32> = match dims.as_slice() {
                 [out, inp] => {
@@ -500,7 +503,7 @@ impl NeuralPolicy {
             };
             var.set(&Tensor::from_vec(values, dims, device)?)?;
         }
-        Ok(NeuralPolicy { params, arms, device: device.clone(), varmap, net })
+        Ok(NeuralPolicy { params, arms, device: device.clone(), varmap, net, parameter_count })
     }
 
     pub fn params(&self) -> &NeuralParams {
@@ -517,7 +520,7 @@ impl NeuralPolicy {
 
     /// Number of trainable numbers (for the micro-batcher's inline bypass).
     pub fn parameter_count(&self) -> usize {
-        lock_vars(&self.varmap).map(|v| v.iter().map(|(_, t)| t.elem_count()).sum()).unwrap_or(0)
+        self.parameter_count
     }
 
     /// `π_θ(·|x)` for each input, one forward pass: softmax PMFs over all

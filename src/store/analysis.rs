@@ -12,7 +12,7 @@ use diesel::upsert::excluded;
 
 use super::queries::pg_placeholders;
 use super::schema::{allocation_stats, analyses, analysis_watermarks, arm_covariate_stats, arm_stats};
-use super::{Db, StoreError};
+use super::{Db, StoreError, WriteTransaction};
 
 /// The stream name of a metric's mature statistics in `analysis_watermarks`.
 pub fn metric_stream(metric: &str) -> String {
@@ -411,7 +411,7 @@ pub fn fold_metric(
 ) -> Result<i64, StoreError> {
     let stream = metric_stream(metric.name);
     crate::db_run!(db, |conn| {
-        conn.transaction::<_, StoreError, _>(|conn| {
+        conn.write_transaction::<_, StoreError, _>(|conn| {
             let lo = conn.watermark(experiment_id, &stream)?;
             if lo >= until {
                 return Ok(0);
@@ -509,7 +509,7 @@ pub fn fold_allocation(
     first_only: bool,
 ) -> Result<i64, StoreError> {
     crate::db_run!(db, |conn| {
-        conn.transaction::<_, StoreError, _>(|conn| {
+        conn.write_transaction::<_, StoreError, _>(|conn| {
             let lo = conn.watermark(experiment_id, ALLOCATION_STREAM)?;
             if lo >= until {
                 return Ok(0);

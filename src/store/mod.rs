@@ -268,6 +268,38 @@ fn sqlite_path_str(path: &Path) -> Result<String, StoreError> {
         .ok_or_else(|| StoreError::Connect(format!("path is not UTF-8: {}", path.display())))
 }
 
+/// A transaction that will write. On SQLite it starts `IMMEDIATE` (takes the write lock
+/// first): a deferred transaction that reads and then writes fails at once with "database
+/// is locked" when another connection committed in between (its snapshot is stale, and
+/// SQLite's busy timeout does not apply), so background jobs racing the log writer lost
+/// runs. On Postgres it is an ordinary transaction.
+pub trait WriteTransaction: Connection {
+    fn write_transaction<T, E, F>(&mut self, f: F) -> Result<T, E>
+    where
+        F: FnOnce(&mut Self) -> Result<T, E>,
+        E: From<diesel::result::Error>;
+}
+
+impl WriteTransaction for PgConnection {
+    fn write_transaction<T, E, F>(&mut self, f: F) -> Result<T, E>
+    where
+        F: FnOnce(&mut Self) -> Result<T, E>,
+        E: From<diesel::result::Error>,
+    {
+        self.transaction(f)
+    }
+}
+
+impl WriteTransaction for SqliteConnection {
+    fn write_transaction<T, E, F>(&mut self, f: F) -> Result<T, E>
+    where
+        F: FnOnce(&mut Self) -> Result<T, E>,
+        E: From<diesel::result::Error>,
+    {
+        self.immediate_transaction(f)
+    }
+}
+
 /// Now, as stored: UTC without zone (both backends' `TIMESTAMP`).
 pub fn now() -> chrono::NaiveDateTime {
     chrono::Utc::now().naive_utc()

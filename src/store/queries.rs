@@ -7,7 +7,7 @@ use diesel::sql_types::{BigInt, Double, Integer, Text, Timestamp};
 
 use super::models::*;
 use super::schema::*;
-use super::{now, Db, StoreError};
+use super::{now, Db, StoreError, WriteTransaction};
 use crate::db_run;
 use crate::experiment::definition::{Definition, Status};
 
@@ -93,7 +93,7 @@ pub fn create_experiment(
     let def_json = to_json(def)?;
     let status = def.status.unwrap_or(Status::Draft).as_str();
     db_run!(db, |conn| {
-        conn.transaction::<_, StoreError, _>(|conn| {
+        conn.write_transaction::<_, StoreError, _>(|conn| {
             let exists: i64 = experiments::table.filter(experiments::key.eq(&def.key)).count().get_result(conn)?;
             if exists > 0 {
                 return Err(StoreError::Conflict(format!("experiment `{}` already exists", def.key)));
@@ -150,7 +150,7 @@ pub fn update_experiment(
     let ts = now();
     let def_json = to_json(def)?;
     db_run!(db, |conn| {
-        conn.transaction::<_, StoreError, _>(|conn| {
+        conn.write_transaction::<_, StoreError, _>(|conn| {
             let row: ExperimentRow = experiments::table
                 .filter(experiments::key.eq(&def.key))
                 .select(ExperimentRow::as_select())
@@ -270,7 +270,7 @@ pub fn set_status(
     decision: NewDecision,
 ) -> Result<ExperimentRow, StoreError> {
     db_run!(db, |conn| {
-        conn.transaction::<_, StoreError, _>(|conn| {
+        conn.write_transaction::<_, StoreError, _>(|conn| {
             let ts = now();
             let row: ExperimentRow = match promoted_arm {
                 Some(p) => diesel::update(experiments::table.find(experiment_id))
@@ -364,7 +364,7 @@ pub fn insert_snapshot(
     n_feedback: i64,
 ) -> Result<i64, StoreError> {
     db_run!(db, |conn| {
-        conn.transaction::<_, StoreError, _>(|conn| {
+        conn.write_transaction::<_, StoreError, _>(|conn| {
             let last: Option<i64> = policy_snapshots::table
                 .filter(policy_snapshots::experiment_id.eq(experiment_id))
                 .select(diesel::dsl::max(policy_snapshots::policy_version))
