@@ -187,7 +187,9 @@ pub fn config(cfg: &mut web::ServiceConfig) {
     .service(web::resource("/healthz").route(web::get().to(ops::healthz)).default_service(web::to(method_not_allowed)))
     .service(web::resource("/readyz").route(web::get().to(ops::readyz)).default_service(web::to(method_not_allowed)))
     .service(web::resource("/metrics").route(web::get().to(ops::metrics)).default_service(web::to(method_not_allowed)))
-    .service(web::resource("/openapi.json").route(web::get().to(ops::openapi)).default_service(web::to(method_not_allowed)))
+    .service(
+        web::resource("/openapi.json").route(web::get().to(ops::openapi)).default_service(web::to(method_not_allowed)),
+    )
     .default_service(web::to(route_not_found));
 }
 

@@ -459,7 +459,10 @@ impl Definition {
             ),
             (Some(_), None) => err(
                 "features".into(),
-                format!("policy `{}` reads no context: remove `[features]` or use lin_ts / lin_ucb", self.policy.kind()),
+                format!(
+                    "policy `{}` reads no context: remove `[features]` or use lin_ts / lin_ucb",
+                    self.policy.kind()
+                ),
             ),
             (None, None) => {}
         }

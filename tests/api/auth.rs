@@ -27,12 +27,7 @@ async fn every_route_checks_the_key_and_its_scope(backend: Backend) {
             Some(json!({"rewards": [{"unit_id": "u", "metric": "purchase", "value": 1, "idempotency_key": "k"}]})),
             &[Scope::Assign],
         ),
-        (
-            "POST",
-            "/v1/events",
-            Some(json!({"event_id": "e", "unit_id": "u", "type": "view"})),
-            &[Scope::Assign],
-        ),
+        ("POST", "/v1/events", Some(json!({"event_id": "e", "unit_id": "u", "type": "view"})), &[Scope::Assign]),
         (
             "POST",
             "/v1/events/batch",

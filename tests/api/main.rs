@@ -3,9 +3,9 @@
 mod helpers;
 
 mod analysis;
-mod contextual;
 mod auth;
 mod browser;
+mod contextual;
 mod crash;
 mod dashboards;
 mod decisions;
