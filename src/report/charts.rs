@@ -6,7 +6,7 @@
 
 use serde::Serialize;
 
-use super::model::ExperimentReport;
+use super::model::{ArmPoint, ExperimentReport};
 use super::svg::{self, AreaLayer, LineChart, LineSeries, StackedArea, ValueFormat};
 
 /// One drawn chart.
@@ -85,10 +85,9 @@ fn mean_axis(e: &ExperimentReport) -> (String, ValueFormat) {
     }
 }
 
-pub fn cumulative(e: &ExperimentReport) -> Chart {
-    let (y_label, y_format) = mean_axis(e);
-    let series = e
-        .arms
+/// One line per arm (in definition order and colour) of `value` at each analysis.
+fn per_arm_series(e: &ExperimentReport, value: impl Fn(&ArmPoint) -> Option<f64>) -> Vec<LineSeries> {
+    e.arms
         .iter()
         .map(|arm| LineSeries {
             label: arm.arm.clone(),
@@ -98,12 +97,17 @@ pub fn cumulative(e: &ExperimentReport) -> Chart {
                 .iter()
                 .filter_map(|p| {
                     let a = p.arms.iter().find(|a| a.arm == arm.arm)?;
-                    Some((secs(p.at), a.mean?))
+                    Some((secs(p.at), value(a)?))
                 })
                 .collect(),
             band: Vec::new(),
         })
-        .collect();
+        .collect()
+}
+
+pub fn cumulative(e: &ExperimentReport) -> Chart {
+    let (y_label, y_format) = mean_axis(e);
+    let series = per_arm_series(e, |a| a.mean);
     let title = format!("Cumulative {} per arm (mature exposures)", e.primary_metric);
     let svg = svg::line_chart(&LineChart {
         title: title.clone(),
@@ -153,23 +157,7 @@ pub fn uplift(e: &ExperimentReport) -> Chart {
 }
 
 pub fn p_best(e: &ExperimentReport) -> Chart {
-    let series = e
-        .arms
-        .iter()
-        .map(|arm| LineSeries {
-            label: arm.arm.clone(),
-            color: arm.color.clone(),
-            points: e
-                .series
-                .iter()
-                .filter_map(|p| {
-                    let a = p.arms.iter().find(|a| a.arm == arm.arm)?;
-                    Some((secs(p.at), a.prob_best?))
-                })
-                .collect(),
-            band: Vec::new(),
-        })
-        .collect();
+    let series = per_arm_series(e, |a| a.prob_best);
     let title = "Probability of being best".to_string();
     let svg = svg::line_chart(&LineChart {
         title: title.clone(),
