@@ -88,17 +88,13 @@ pub fn run_once(db: &Db, metrics: &Metrics, now: NaiveDateTime) -> Result<RunRep
         report.experiments += 1;
         let def = &stored.definition;
         let arm_keys = def.arm_keys();
-        let wait = def.reward_wait_duration();
+        let until = crate::experiment::definition::time_before(now, def.reward_wait_duration());
         if def.policy.is_contextual() {
             let previous: SnapshotState = serde_json::from_str(&snap.state)
                 .map_err(|e| StoreError::Corrupt(format!("snapshot of `{}`: {e}", stored.row.key)))?;
-            let until = crate::experiment::definition::time_before(now, wait);
             let Some((next, folded)) = contextual::update(db, &stored, &previous, until)? else { continue };
-            let n_feedback: u64 = next.feedback.iter().map(|f| f.n).sum();
-            let json = serde_json::to_string(&next).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-            let pv = queries::insert_snapshot(db, stored.row.id, stored.row.current_version, &json, n_feedback as i64)?;
-            metrics.learner_snapshots.with_label_values(&[&stored.row.key]).inc();
-            tracing::info!(experiment = %stored.row.key, policy_version = pv, folded = folded.rows, skipped = folded.skipped, "new contextual policy snapshot");
+            let (pv, n_feedback) = write_snapshot(db, metrics, &stored, &next)?;
+            tracing::info!(experiment = %stored.row.key, policy_version = pv, n_feedback, folded = folded.rows, skipped = folded.skipped, "new contextual policy snapshot");
             report.snapshots_written += 1;
             continue;
         }
@@ -109,7 +105,7 @@ pub fn run_once(db: &Db, metrics: &Metrics, now: NaiveDateTime) -> Result<RunRep
             stored.row.current_version,
             &def.primary_metric.name,
             binary,
-            crate::experiment::definition::time_before(now, wait),
+            until,
         )?;
         let mut feedback = vec![ArmFeedback::default(); arm_keys.len()];
         for a in aggregates {
@@ -130,15 +126,27 @@ pub fn run_once(db: &Db, metrics: &Metrics, now: NaiveDateTime) -> Result<RunRep
                 continue;
             }
         };
-        let n_feedback: u64 = feedback.iter().map(|f| f.n).sum();
-        let json = serde_json::to_string(&SnapshotState { policy: state, feedback, linear: None, learned_until: None })
-            .map_err(|e| StoreError::Corrupt(e.to_string()))?;
-        let pv = queries::insert_snapshot(db, stored.row.id, stored.row.current_version, &json, n_feedback as i64)?;
-        metrics.learner_snapshots.with_label_values(&[&stored.row.key]).inc();
+        let next = SnapshotState { policy: state, feedback, linear: None, learned_until: None };
+        let (pv, n_feedback) = write_snapshot(db, metrics, &stored, &next)?;
         tracing::info!(experiment = %stored.row.key, policy_version = pv, n_feedback, "new policy snapshot");
         report.snapshots_written += 1;
     }
     Ok(report)
+}
+
+/// Stores `state` as the experiment's next snapshot and counts it; returns its policy
+/// version and the feedback it was fitted on.
+fn write_snapshot(
+    db: &Db,
+    metrics: &Metrics,
+    stored: &queries::StoredExperiment,
+    state: &SnapshotState,
+) -> Result<(i64, u64), StoreError> {
+    let n_feedback: u64 = state.feedback.iter().map(|f| f.n).sum();
+    let json = serde_json::to_string(state).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    let pv = queries::insert_snapshot(db, stored.row.id, stored.row.current_version, &json, n_feedback as i64)?;
+    metrics.learner_snapshots.with_label_values(&[&stored.row.key]).inc();
+    Ok((pv, n_feedback))
 }
 
 /// [`run_once`], counted and timed in `metrics` (`strategist_background_runs_total`, the
