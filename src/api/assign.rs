@@ -151,9 +151,9 @@ async fn decide_one(state: &web::Data<AppState>, req: AssignRequest) -> Result<A
     let request_id = req.request_id.clone().unwrap_or_else(|| crate::keys::random_id().to_string());
     let unit_hash = pseudonymise(&state.unit_secret, &req.unit_id);
     // A contextual policy reads the unit's stored profile (plus the request's attributes),
-    // encoded by the experiment's feature schema.
+    // encoded by the experiment's feature schema; units that get no draw skip the read.
     let features = match &exp.definition.features {
-        Some(schema) if exp.status == crate::experiment::Status::Running => {
+        Some(schema) if exp.excluded(&req.unit_id, &ctx).is_none() => {
             let st = state.clone();
             let uh = unit_hash.clone();
             let loaded = if state.db_up() {

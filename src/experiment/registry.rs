@@ -122,6 +122,21 @@ impl LiveExperiment {
         }
     }
 
+    /// Why this unit gets the default arm without a draw (not running, outside the traffic
+    /// share, not targeted), or `None` when the policy decides. Callers use it to skip
+    /// work a draw would need (reading a profile) for units that get no draw.
+    pub fn excluded(&self, unit_id: &str, ctx: &Context) -> Option<Unlogged> {
+        if self.status != Status::Running {
+            Some(Unlogged::NotRunning)
+        } else if explore::traffic_bucket(&self.salt, unit_id) >= self.definition.traffic {
+            Some(Unlogged::OutsideTraffic)
+        } else if !targeted(&self.definition.targeting, ctx) {
+            Some(Unlogged::NotTargeted)
+        } else {
+            None
+        }
+    }
+
     /// Decides for one request, without I/O. `eligible` has one entry per arm.
     pub fn decide(
         &self,
@@ -131,15 +146,8 @@ impl LiveExperiment {
         features: Option<&[f64]>,
         eligible: &[bool],
     ) -> Result<Draw, PolicyError> {
-        let default = |reason| Draw::Default { arm: self.default_arm_among(eligible), reason };
-        if self.status != Status::Running {
-            return Ok(default(Unlogged::NotRunning));
-        }
-        if explore::traffic_bucket(&self.salt, unit_id) >= self.definition.traffic {
-            return Ok(default(Unlogged::OutsideTraffic));
-        }
-        if !targeted(&self.definition.targeting, ctx) {
-            return Ok(default(Unlogged::NotTargeted));
+        if let Some(reason) = self.excluded(unit_id, ctx) {
+            return Ok(Draw::Default { arm: self.default_arm_among(eligible), reason });
         }
         let seed = explore::draw_seed(&self.salt, unit_id, request_id);
         let pmf = match (&self.snapshot.linear, self.definition.policy.linear_exploration()) {
