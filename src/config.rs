@@ -24,6 +24,9 @@ pub struct Settings {
     pub refresh_interval: String,
     pub writer_max_batch: usize,
     pub writer_batch_wait: String,
+    /// Log writer threads (each with its own connection); 0 = automatic: 2 on Postgres,
+    /// 1 on SQLite (one writer at a time there anyway).
+    pub writer_threads: usize,
     pub max_body_bytes: usize,
     pub run_learner: bool,
     pub analyzer_interval: String,
@@ -50,6 +53,7 @@ impl Default for Settings {
             refresh_interval: "1s".into(),
             writer_max_batch: 1024,
             writer_batch_wait: "0ms".into(),
+            writer_threads: 0,
             max_body_bytes: 256 * 1024,
             run_learner: true,
             analyzer_interval: "5m".into(),
@@ -95,6 +99,11 @@ pub struct SettingsArgs {
     /// Extra wait for a fuller batch, e.g. 0ms or 500us [default: 0ms: commit at once].
     #[arg(long, env = "STRATEGIST_WRITER_BATCH_WAIT")]
     pub writer_batch_wait: Option<String>,
+    /// Log writer threads, each committing on its own connection, so one gathers and
+    /// writes the next batch while another waits for its commit to flush; 0 = automatic
+    /// (2 on Postgres, 1 on SQLite) [default: 0].
+    #[arg(long, env = "STRATEGIST_WRITER_THREADS")]
+    pub writer_threads: Option<usize>,
     /// Largest accepted request body in bytes [default: 262144].
     #[arg(long, env = "STRATEGIST_MAX_BODY_BYTES")]
     pub max_body_bytes: Option<usize>,
@@ -159,6 +168,7 @@ impl Settings {
             refresh_interval,
             writer_max_batch,
             writer_batch_wait,
+            writer_threads,
             max_body_bytes,
             run_learner,
             analyzer_interval,
@@ -189,6 +199,9 @@ impl Settings {
             .map_err(|e| ConfigError::Invalid { field: "device", reason: e.to_string() })?;
         if self.writer_max_batch == 0 {
             return Err(ConfigError::Invalid { field: "writer_max_batch", reason: "must be at least 1".into() });
+        }
+        if self.writer_threads > 16 {
+            return Err(ConfigError::Invalid { field: "writer_threads", reason: "must be at most 16".into() });
         }
         if self.max_body_bytes < 1024 {
             return Err(ConfigError::Invalid { field: "max_body_bytes", reason: "must be at least 1024".into() });

@@ -69,6 +69,11 @@ impl Application {
             WriterConfig {
                 max_batch: settings.writer_max_batch,
                 batch_wait: settings.batch_wait(),
+                threads: match (settings.writer_threads, &db) {
+                    (0, crate::store::Db::Pg(_)) => 2,
+                    (0, crate::store::Db::Sqlite(_)) => 1,
+                    (n, _) => n,
+                },
                 ..Default::default()
             },
             metrics.clone(),

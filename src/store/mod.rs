@@ -8,6 +8,7 @@ pub mod analysis;
 pub mod export;
 pub mod models;
 pub mod partitions;
+mod pg_batch;
 pub mod profiles;
 pub mod queries;
 pub mod schema;

@@ -91,7 +91,7 @@ pub struct StickyRow {
 
 #[derive(Debug, Clone, PartialEq, Queryable, Selectable, Insertable)]
 #[diesel(table_name = exposures)]
-#[diesel(treat_none_as_default_value = false)] // required by binary COPY (no DEFAULT handling)
+#[diesel(treat_none_as_default_value = false)] // NULL, not DEFAULT, for `None` (SQLite batch inserts)
 pub struct ExposureRow {
     pub id: String,
     pub experiment_id: i64,

@@ -7,10 +7,10 @@
 //! If a batch fails for a reason other than the database being away, it is retried one
 //! item at a time, so one bad row cannot take the others with it.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender, TrySendError};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use chrono::NaiveDateTime;
@@ -75,11 +75,14 @@ pub struct WriterConfig {
     /// Extra time to wait for more items after the first (0 = commit at once).
     pub batch_wait: Duration,
     pub queue_capacity: usize,
+    /// Writer threads, each committing on its own connection: while one waits for its
+    /// commit to be flushed, the next takes the queued items (1 = strictly one at a time).
+    pub threads: usize,
 }
 
 impl Default for WriterConfig {
     fn default() -> Self {
-        WriterConfig { max_batch: 1024, batch_wait: Duration::ZERO, queue_capacity: 65_536 }
+        WriterConfig { max_batch: 1024, batch_wait: Duration::ZERO, queue_capacity: 65_536, threads: 1 }
     }
 }
 
@@ -102,12 +105,29 @@ impl LogWriter {
         db_up: Arc<AtomicBool>,
     ) -> (LogWriter, std::thread::JoinHandle<()>) {
         let (tx, rx) = sync_channel::<Job>(cfg.queue_capacity.max(1));
+        let rx = Arc::new(Mutex::new(rx));
         let depth = Arc::new(AtomicUsize::new(0));
-        let d = depth.clone();
-        let up = db_up.clone();
+        let workers: Vec<_> = (0..cfg.threads.max(1))
+            .map(|i| {
+                let (db, cfg, rx, d, metrics, up) =
+                    (db.clone(), cfg.clone(), rx.clone(), depth.clone(), metrics.clone(), db_up.clone());
+                std::thread::Builder::new()
+                    .name(format!("log-writer-{i}"))
+                    .spawn(move || run(db, cfg, rx, d, metrics, up))
+                    .unwrap_or_else(|e| panic!("cannot start a log writer thread: {e}"))
+            })
+            .collect();
+        // One handle for the caller: it ends when every writer thread has drained and ended.
         let handle = std::thread::Builder::new()
             .name("log-writer".into())
-            .spawn(move || run(db, cfg, rx, d, metrics, up))
+            .spawn(move || {
+                for w in workers {
+                    if w.join().is_err() {
+                        tracing::error!("a log writer thread panicked");
+                    }
+                }
+                tracing::info!("log writer drained and stopped");
+            })
             .unwrap_or_else(|e| panic!("cannot start the log writer thread: {e}"));
         (LogWriter { tx, depth, db_up }, handle)
     }
@@ -139,34 +159,44 @@ impl LogWriter {
     }
 }
 
+/// Takes the next batch: waits for a first item, then whatever else is queued (and, with
+/// a `batch_wait`, what arrives within it), up to `max_batch`. `None` once every sender is
+/// gone and the queue is empty. The receiver is locked while a batch is gathered, so
+/// writer threads take turns and each item goes to exactly one of them.
+fn next_batch(rx: &Mutex<Receiver<Job>>, cfg: &WriterConfig) -> Option<Vec<Job>> {
+    let rx = rx.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    let first = rx.recv().ok()?;
+    let max_batch = cfg.max_batch.max(1);
+    let mut batch = vec![first];
+    let deadline = Instant::now() + cfg.batch_wait;
+    while batch.len() < max_batch {
+        match rx.try_recv() {
+            Ok(job) => batch.push(job),
+            Err(_) if cfg.batch_wait.is_zero() => break,
+            Err(_) => {
+                let left = deadline.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    break;
+                }
+                match rx.recv_timeout(left) {
+                    Ok(job) => batch.push(job),
+                    Err(RecvTimeoutError::Timeout) | Err(RecvTimeoutError::Disconnected) => break,
+                }
+            }
+        }
+    }
+    Some(batch)
+}
+
 fn run(
     db: Db,
     cfg: WriterConfig,
-    rx: Receiver<Job>,
+    rx: Arc<Mutex<Receiver<Job>>>,
     depth: Arc<AtomicUsize>,
     metrics: Arc<Metrics>,
     db_up: Arc<AtomicBool>,
 ) {
-    let max_batch = cfg.max_batch.max(1);
-    while let Ok(first) = rx.recv() {
-        let mut batch = vec![first];
-        let deadline = Instant::now() + cfg.batch_wait;
-        while batch.len() < max_batch {
-            match rx.try_recv() {
-                Ok(job) => batch.push(job),
-                Err(_) if cfg.batch_wait.is_zero() => break,
-                Err(_) => {
-                    let left = deadline.saturating_duration_since(Instant::now());
-                    if left.is_zero() {
-                        break;
-                    }
-                    match rx.recv_timeout(left) {
-                        Ok(job) => batch.push(job),
-                        Err(RecvTimeoutError::Timeout) | Err(RecvTimeoutError::Disconnected) => break,
-                    }
-                }
-            }
-        }
+    while let Some(batch) = next_batch(&rx, &cfg) {
         depth.fetch_sub(batch.len(), Ordering::Relaxed);
         metrics.writer_batch_size.observe(batch.len() as f64);
         metrics.writer_queue_depth.set(depth.load(Ordering::Relaxed) as i64);
@@ -200,13 +230,13 @@ fn run(
             let _ = job.reply.send(result);
         }
     }
-    tracing::info!("log writer drained and stopped");
 }
 
 type StickyKey<'a> = (i64, i32, &'a str);
 
-/// What differs between the backends in a commit: exposure rows go by binary COPY on
-/// Postgres and by multi-row INSERTs on SQLite, and a SQLite write transaction takes the
+/// What differs between the backends in a commit: exposure rows and sticky claims go as
+/// one prepared `INSERT … SELECT FROM unnest(arrays)` each on Postgres (src/store/pg_batch.rs)
+/// and by multi-row INSERTs on SQLite, and a SQLite write transaction takes the
 /// write lock at BEGIN (IMMEDIATE), so it waits in the busy handler instead of failing
 /// with SQLITE_BUSY when it would have to upgrade a read lock held beside another writer.
 trait WriterConnection: diesel::Connection {
@@ -220,20 +250,11 @@ trait WriterConnection: diesel::Connection {
 
 impl WriterConnection for diesel::PgConnection {
     fn claim_sticky(&mut self, rows: &[&StickyRow]) -> QueryResult<HashSet<(i64, i32, String)>> {
-        let mut won = HashSet::new();
-        for chunk in rows.chunks(ROWS_PER_STATEMENT) {
-            let inserted: Vec<(i64, i32, String)> = diesel::insert_into(sticky_assignments::table)
-                .values(chunk.to_vec())
-                .on_conflict_do_nothing()
-                .returning((
-                    sticky_assignments::experiment_id,
-                    sticky_assignments::version,
-                    sticky_assignments::unit_hash,
-                ))
-                .get_results(self)?;
-            won.extend(inserted);
+        if rows.is_empty() {
+            return Ok(HashSet::new());
         }
-        Ok(won)
+        let won: Vec<(i64, i32, String)> = super::pg_batch::ClaimSticky::new(rows).get_results(self)?;
+        Ok(won.into_iter().collect())
     }
 
     fn claim_keys(&mut self, keys: &[&str], at: NaiveDateTime) -> QueryResult<HashSet<String>> {
@@ -257,9 +278,7 @@ impl WriterConnection for diesel::PgConnection {
 
     fn insert_exposures(&mut self, rows: &[&ExposureRow]) -> QueryResult<()> {
         if !rows.is_empty() {
-            // Binary COPY takes a slice of owned rows.
-            let owned: Vec<ExposureRow> = rows.iter().map(|r| (*r).clone()).collect();
-            diesel::copy_from(exposures::table).from_insertable(&owned).execute(self)?;
+            super::pg_batch::InsertExposures::new(rows).execute(self)?;
         }
         Ok(())
     }
@@ -305,8 +324,11 @@ impl WriterConnection for diesel::SqliteConnection {
 
 /// Commits a batch in one transaction and returns one outcome per item, in order.
 fn commit(db: &Db, items: &[&WriteItem]) -> Result<Vec<WriteOutcome>, StoreError> {
-    // Sticky claims: the first claim of a unit in the batch is the candidate row.
-    let mut claims: HashMap<StickyKey, StickyRow> = HashMap::new();
+    // Sticky claims: the first claim of a unit in the batch is the candidate row. Claims
+    // (and idempotency keys, below) are inserted in key order, so two writer threads'
+    // transactions wait on each other's unique-index entries in the same order and
+    // cannot deadlock.
+    let mut claims: BTreeMap<StickyKey, StickyRow> = BTreeMap::new();
     for item in items {
         if let WriteItem::Exposure(ExposureWrite { row, sticky: Some(_) }) = item {
             claims.entry((row.experiment_id, row.version, row.unit_hash.as_str())).or_insert_with(|| StickyRow {
@@ -330,7 +352,7 @@ fn commit(db: &Db, items: &[&WriteItem]) -> Result<Vec<WriteOutcome>, StoreError
             _ => false,
         })
         .collect();
-    let keys: Vec<&str> = items
+    let mut keys: Vec<&str> = items
         .iter()
         .zip(&candidate)
         .filter_map(|(i, c)| match i {
@@ -338,6 +360,7 @@ fn commit(db: &Db, items: &[&WriteItem]) -> Result<Vec<WriteOutcome>, StoreError
             _ => None,
         })
         .collect();
+    keys.sort_unstable();
     let ts = now();
     let (stored, new_keys, exposures_out) = crate::db_run!(db, |conn| {
         conn.write_transaction(|conn| {
