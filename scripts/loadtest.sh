@@ -144,7 +144,9 @@ export DATABASE_URL
 log "store: $BACKEND ($DATABASE_URL)"
 "$BIN" migrate --database-url "$DATABASE_URL" >/dev/null
 "$BIN" experiments apply experiments --database-url "$DATABASE_URL" >&2
-KEY=$("$BIN" keys create --scope assign --name loadtest --database-url "$DATABASE_URL" | tail -n 1)
+"$BIN" keys create --scope assign --name loadtest --database-url "$DATABASE_URL" >"$WORK/key.txt" 2>"$WORK/key.err" || {
+    rc=$?; echo "keys create failed (exit $rc):" >&2; cat "$WORK/key.err" >&2; exit 1; }
+KEY=$(tail -n 1 "$WORK/key.txt")
 export STRATEGIST_KEY=$KEY
 
 # ------------------------------------------------------------------ server

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 
-use crate::experiment::registry::{LiveExperiment, Registry};
+use crate::experiment::registry::{LiveExperiment, Registry, ScoringSetup};
 use crate::keys::Scope;
 use crate::store::writer::LogWriter;
 use crate::store::{queries, Db, StoreError};
@@ -38,6 +38,8 @@ pub struct AppState {
     pub unit_secret: Vec<u8>,
     pub db_up: Arc<AtomicBool>,
     pub max_body_bytes: usize,
+    /// Device and micro-batcher bounds the registry loads `neural_pg` networks with.
+    pub scoring: ScoringSetup,
     keys: RwLock<HashMap<String, KeyInfo>>,
     /// Stored sticky assignments already read: a stored row never changes, so a hit is
     /// always what the store holds. Bounded by clearing when full.
@@ -62,10 +64,17 @@ impl AppState {
             unit_secret,
             db_up,
             max_body_bytes,
+            scoring: ScoringSetup::default(),
             keys: RwLock::new(HashMap::new()),
             sticky: RwLock::new(HashMap::new()),
             stamp: RwLock::new(None),
         }
+    }
+
+    /// Scores `neural_pg` policies with `setup` (the CPU and default bounds otherwise).
+    pub fn with_scoring(mut self, setup: ScoringSetup) -> AppState {
+        self.scoring = setup;
+        self
     }
 
     pub fn db_up(&self) -> bool {
@@ -83,7 +92,8 @@ impl AppState {
         let old = self.registry.load();
         let mut live = Vec::with_capacity(rows.len());
         for (stored, snap) in rows {
-            match LiveExperiment::from_stored(stored, &snap) {
+            let previous = old.by_id(snap.experiment_id).map(|p| &**p);
+            match LiveExperiment::load(stored, &snap, &self.scoring, previous) {
                 Ok(e) => live.push(e),
                 Err(msg) => {
                     tracing::error!(error = %msg, "snapshot not loaded");

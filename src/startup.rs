@@ -79,14 +79,11 @@ impl Application {
             metrics.clone(),
             db_up.clone(),
         );
-        let state = web::Data::new(AppState::new(
-            db.clone(),
-            writer,
-            metrics.clone(),
-            secret.into_bytes(),
-            db_up,
-            settings.max_body_bytes,
-        ));
+        let scoring = crate::experiment::registry::ScoringSetup { device: device.clone(), ..Default::default() };
+        let state = web::Data::new(
+            AppState::new(db.clone(), writer, metrics.clone(), secret.into_bytes(), db_up, settings.max_body_bytes)
+                .with_scoring(scoring),
+        );
         state.refresh_registry()?;
         state.refresh_keys()?;
         metrics.db_up.set(1);
@@ -94,7 +91,13 @@ impl Application {
         let mut threads = vec![writer_thread];
         threads.push(spawn_refresher(state.clone().into_inner(), settings.refresh_every(), stop.clone()));
         if settings.run_learner {
-            threads.push(crate::learner::spawn(db.clone(), metrics.clone(), settings.learner_every(), stop.clone()));
+            threads.push(crate::learner::spawn(
+                db.clone(),
+                metrics.clone(),
+                settings.learner_every(),
+                device.clone(),
+                stop.clone(),
+            ));
         }
         if let Some(schedule) = settings.report_schedule() {
             threads.push(crate::report::job::spawn(db.clone(), schedule, stop.clone()));

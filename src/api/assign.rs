@@ -9,8 +9,10 @@ use utoipa::ToSchema;
 use super::error::{ApiError, ErrorBody};
 use crate::app::AppState;
 use crate::experiment::context::parse_context;
-use crate::experiment::registry::{Draw, LiveExperiment, Unlogged};
+use crate::experiment::registry::{Draw, LiveExperiment, LoggedContext, PolicyInput, Unlogged};
 use crate::keys::pseudonymise;
+use crate::policy::neural::NeuralContext;
+use crate::scoring::ScoringError;
 use crate::store::models::ExposureRow;
 use crate::store::writer::{ExposureWrite, StickyClaim, WriteItem, WriteOutcome};
 
@@ -165,12 +167,36 @@ async fn decide_one(state: &web::Data<AppState>, req: AssignRequest) -> Result<A
                 return Ok(unlogged(&exp, exp.default_arm_among(&eligible), Unlogged::StoreUnavailable, state));
             };
             let now = crate::store::now();
-            Some(schema.encode(&profile.map(|p| p.state).unwrap_or_default().features(now), &ctx))
+            let profile = profile.map(|p| p.state).unwrap_or_default();
+            let x = schema.encode(&profile.features(now), &ctx);
+            // neural_pg also reads the unit's recent events; the decision time is logged
+            // with them so the learner rebuilds exactly the scored input.
+            Some(if exp.definition.policy.is_neural() {
+                LoggedContext::Neural(NeuralContext::new(x, &Vec::from(profile.recent), now))
+            } else {
+                LoggedContext::Linear(x)
+            })
         }
         _ => None,
     };
+    // neural_pg: the network scores through the micro-batcher (or inline), off the draw.
+    let scored = match &features {
+        Some(LoggedContext::Neural(c)) => Some(exp.neural_pmf(c).await.map_err(|e| match e {
+            ScoringError::Overloaded { .. } => {
+                ApiError::new(actix_web::http::StatusCode::SERVICE_UNAVAILABLE, e.code(), e.to_string())
+            }
+            ScoringError::Model { code: "invalid_context", .. } => ApiError::unprocessable(e.code(), e.to_string()),
+            other => ApiError::internal(other),
+        })?),
+        _ => None,
+    };
+    let input = match (&features, &scored) {
+        (_, Some(pmf)) => PolicyInput::Scored(pmf),
+        (Some(LoggedContext::Linear(x)), None) => PolicyInput::Features(x),
+        _ => PolicyInput::None,
+    };
     let draw = exp
-        .decide(&req.unit_id, &request_id, &ctx, features.as_deref(), &eligible)
+        .decide(&req.unit_id, &request_id, &ctx, input, &eligible)
         .map_err(|e| ApiError::unprocessable(e.code(), e.to_string()))?;
     let (mut arm, mut propensity, pmf) = match draw {
         Draw::Default { arm, reason } => return Ok(unlogged(&exp, arm, reason, state)),

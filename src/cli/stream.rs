@@ -19,6 +19,14 @@
 //! through [`policy::update_state`] every `batch` rounds — the service's
 //! learner path. Every per-round seed is a hash of `(--seed, round)`
 //! ([`explore::draw_seed`]), never a counter.
+//!
+//! `neural_pg` goes through [`neural::replay_stream`], as the service's learner
+//! would run it: the network is fixed between retrains (each segment of rounds
+//! is scored in one batched forward pass on `--device`), each round logs its
+//! exact propensity, and the network is retrained, warm-started, on the whole
+//! log after `first_retrain` rounds and then each time the log has grown by
+//! `growth` (defaults 500 and 1.5). Its randomness is the network's `seed`
+//! parameter (initialisation, shuffles) and the stream's own uniforms.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -29,7 +37,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use super::progress::Progress;
-use crate::policy::{self, explore, linear, ArmFeedback, PolicySpec};
+use crate::policy::{self, explore, linear, neural, ArmFeedback, PolicySpec};
 
 /// Policies the stream can replay.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -49,6 +57,9 @@ pub enum StreamPolicyKind {
     /// Uniform over the arms (`fixed` with equal weights).
     #[value(name = "uniform")]
     Uniform,
+    /// The neural softmax policy (`neural_pg`), retrained off-policy on a growing schedule.
+    #[value(name = "neural_pg")]
+    NeuralPg,
 }
 
 impl StreamPolicyKind {
@@ -59,6 +70,7 @@ impl StreamPolicyKind {
             StreamPolicyKind::EpsilonGreedy => "epsilon_greedy",
             StreamPolicyKind::ThompsonBeta => "thompson_beta",
             StreamPolicyKind::Uniform => "uniform",
+            StreamPolicyKind::NeuralPg => "neural_pg",
         }
     }
 }
@@ -71,8 +83,10 @@ pub struct StreamArgs {
     #[arg(long, value_enum)]
     pub policy: StreamPolicyKind,
     /// A policy parameter as in experiment definitions (e.g. `v=0.2`, `lambda=1`, `draws=64`,
-    /// `alpha=0.5`, `epsilon=0.05`), or `min_propensity=F` (floor, default 0) or `batch=N`
-    /// (apply feedback every N rounds, default 1). Repeatable.
+    /// `alpha=0.5`, `epsilon=0.05`; for neural_pg `hidden=16`, `epochs=5`, `learning_rate=0.01`,
+    /// …), or `min_propensity=F` (floor, default 0; neural_pg 0.01) or `batch=N` (apply
+    /// feedback every N rounds, default 1). neural_pg retrains after `first_retrain=N` rounds
+    /// (default 500) and then each time the log grew by `growth=G` (default 1.5). Repeatable.
     #[arg(long = "param", value_name = "KEY=VALUE")]
     pub params: Vec<String>,
     /// Seed of the policy's own randomness (the Thompson draws); the same seed gives the same figures.
@@ -84,6 +98,9 @@ pub struct StreamArgs {
     /// Print the figures as one JSON object.
     #[arg(long)]
     pub json: bool,
+    /// Where neural_pg trains and scores: `auto`, `cpu` or `cuda:N`.
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
 }
 
 /// One round of the stream.
@@ -173,6 +190,13 @@ enum Learner {
         feedback: Vec<ArmFeedback>,
         pmf: Vec<f64>,
     },
+    /// `neural_pg`, replayed by [`neural::replay_stream`] (segments scored in batches,
+    /// retrained at the schedule's points).
+    Neural {
+        params: neural::NeuralParams,
+        config: neural::ReplayConfig,
+        device: candle_core::Device,
+    },
 }
 
 /// Parameters the replay itself reads (not the policy).
@@ -207,8 +231,12 @@ pub struct StreamReport {
     pub oracle_avg_reward: f64,
     /// Cumulative expected regret of the uniform policy, `sum (p[best] - mean p)`.
     pub uniform_cumulative_regret: f64,
-    /// Rounds replayed per second of wall time (PMF, draw and update; parsing excluded).
+    /// Rounds replayed per second of wall time (PMF, draw and update — for neural_pg
+    /// batched scoring and every retrain; parsing excluded).
     pub rounds_per_second: f64,
+    /// Retrains done (`neural_pg` only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retrains: Option<usize>,
 }
 
 /// Parses `k=v` pairs; values are read as JSON (numbers, booleans) or else kept as strings.
@@ -238,11 +266,29 @@ fn build(
     params: &BTreeMap<String, Value>,
     stream: &Stream,
     seed: u64,
+    device: candle_core::Device,
 ) -> anyhow::Result<(Learner, ReplayOptions)> {
     let mut spec_fields = serde_json::Map::new();
-    let mut options = ReplayOptions { min_propensity: 0.0, batch: 1, seed };
+    let is_neural = kind == StreamPolicyKind::NeuralPg;
+    let mut options = ReplayOptions { min_propensity: if is_neural { 0.01 } else { 0.0 }, batch: 1, seed };
+    let mut schedule = neural::ReplayConfig::default();
     for (k, v) in params {
         match k.as_str() {
+            "first_retrain" | "growth" if !is_neural => bail!("--param {k}: only neural_pg retrains on a schedule"),
+            "first_retrain" => {
+                schedule.first_retrain = v
+                    .as_u64()
+                    .filter(|b| *b >= 1)
+                    .and_then(|b| usize::try_from(b).ok())
+                    .context("first_retrain must be an integer >= 1")?;
+            }
+            "growth" => {
+                schedule.growth =
+                    v.as_f64().filter(|g| g.is_finite() && *g > 1.0).context("growth must be a number > 1")?;
+            }
+            "batch" | "retrain_every" | "min_new_rows" | "max_train_rows" if is_neural => {
+                bail!("--param {k}: the replay retrains neural_pg at first_retrain, then each time the log grew by growth")
+            }
             "min_propensity" => {
                 options.min_propensity = v.as_f64().context("min_propensity must be a number")?;
             }
@@ -273,7 +319,7 @@ fn build(
             spec_fields.entry("epsilon").or_insert(Value::from(0.05));
             "epsilon_greedy"
         }
-        StreamPolicyKind::LinTs | StreamPolicyKind::LinUcb => {
+        StreamPolicyKind::LinTs | StreamPolicyKind::LinUcb | StreamPolicyKind::NeuralPg => {
             spec_fields.insert("features".into(), Value::from(stream.features));
             kind.name()
         }
@@ -284,6 +330,10 @@ fn build(
         serde_json::from_value(Value::Object(spec_fields)).with_context(|| format!("policy `{}`", kind.name()))?;
     let keys: Vec<String> = (0..stream.arms).map(|i| format!("arm{i}")).collect();
     spec.validate(&keys)?;
+    if let Some(params) = spec.neural_params() {
+        schedule.min_propensity = options.min_propensity;
+        return Ok((Learner::Neural { params, config: schedule, device }, options));
+    }
     let learner = match spec.linear_exploration() {
         Some(exploration) => Learner::Linear {
             model: policy::initial_linear_state(&spec, &keys)?,
@@ -307,6 +357,40 @@ pub struct ReplayOutcome {
     pub regret_last_10pct: f64,
     /// Rounds in the last-10% window.
     pub last_window: usize,
+    /// Retrains done (`neural_pg` only).
+    pub retrains: Option<usize>,
+}
+
+/// `neural_pg`: [`neural::replay_stream`] over the stream's rounds (no seed of its own:
+/// the network's `seed` parameter drives initialisation and shuffles; the draws are the
+/// stream's `u_action`). Its last-10% window is the last `floor(n / 10)` rounds.
+fn replay_neural(
+    stream: &Stream,
+    params: &neural::NeuralParams,
+    config: &neural::ReplayConfig,
+    device: &candle_core::Device,
+    progress: &dyn Fn(u64),
+) -> anyhow::Result<ReplayOutcome> {
+    let rounds: Vec<neural::StreamRound> = stream
+        .rounds
+        .iter()
+        .map(|r| neural::StreamRound {
+            context: r.x.clone(),
+            probs: r.p.clone(),
+            best_arm: r.best_arm,
+            u_action: r.u_action,
+            u_reward: r.u_reward,
+        })
+        .collect();
+    let out = neural::replay_stream(params.clone(), &rounds, config, device)?;
+    progress(rounds.len() as u64);
+    Ok(ReplayOutcome {
+        avg_reward: out.avg_reward,
+        cumulative_regret: out.cumulative_regret,
+        regret_last_10pct: out.regret_last_10pct,
+        last_window: (rounds.len() / 10).max(1),
+        retrains: Some(out.retrains),
+    })
 }
 
 /// Replays `stream` (see the module docs); `progress` is called with the
@@ -317,6 +401,9 @@ fn replay(
     options: ReplayOptions,
     progress: &dyn Fn(u64),
 ) -> anyhow::Result<ReplayOutcome> {
+    if let Learner::Neural { params, config, device } = learner {
+        return replay_neural(stream, params, config, device, progress);
+    }
     let n = stream.rounds.len();
     let last_window = n.div_ceil(10);
     let eligible = vec![true; stream.arms];
@@ -330,6 +417,7 @@ fn replay(
                 model.pmf(*exploration, &round.x, &eligible, options.min_propensity, seed)?
             }
             Learner::ContextFree { pmf, .. } => explore::restrict_and_floor(pmf, &eligible, options.min_propensity)?,
+            Learner::Neural { .. } => bail!("neural_pg is replayed by replay_neural"),
         };
         let arm = explore::draw(&pmf, round.u_action);
         let reward = if round.u_reward < round.p[arm] { 1.0 } else { 0.0 };
@@ -359,6 +447,7 @@ fn replay(
                     *pmf = policy::update_state(spec, keys, feedback, seed)?.pmf;
                 }
             }
+            Learner::Neural { .. } => {}
         }
         if (t + 1) % PROGRESS_EVERY == 0 {
             progress(PROGRESS_EVERY as u64);
@@ -370,10 +459,12 @@ fn replay(
         cumulative_regret: regret,
         regret_last_10pct: regret_last,
         last_window,
+        retrains: None,
     })
 }
 
-/// Reads `file`, replays the first `rounds` rounds (all by default) and measures the speed.
+/// Reads `file`, replays the first `rounds` rounds (all by default) and measures the
+/// speed; `neural_pg` trains and scores on the CPU (see [`simulate_on`]).
 pub fn simulate(
     file: &Path,
     kind: StreamPolicyKind,
@@ -381,6 +472,19 @@ pub fn simulate(
     seed: u64,
     rounds: Option<usize>,
     progress: &Progress,
+) -> anyhow::Result<StreamReport> {
+    simulate_on(file, kind, params, seed, rounds, progress, candle_core::Device::Cpu)
+}
+
+/// [`simulate`] with `neural_pg` on `device`.
+pub fn simulate_on(
+    file: &Path,
+    kind: StreamPolicyKind,
+    params: &BTreeMap<String, Value>,
+    seed: u64,
+    rounds: Option<usize>,
+    progress: &Progress,
+    device: candle_core::Device,
 ) -> anyhow::Result<StreamReport> {
     let text = std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
     let mut stream = parse_stream(&text).with_context(|| format!("parsing {}", file.display()))?;
@@ -390,7 +494,7 @@ pub fn simulate(
         }
         stream.rounds.truncate(r);
     }
-    let (mut learner, options) = build(kind, params, &stream, seed)?;
+    let (mut learner, options) = build(kind, params, &stream, seed, device)?;
     progress.set_length(stream.rounds.len() as u64);
     let start = Instant::now();
     let out = replay(&stream, &mut learner, options, &progress.callback())?;
@@ -402,7 +506,15 @@ pub fn simulate(
         stream.rounds.iter().map(|r| r.p[r.best_arm] - r.p.iter().sum::<f64>() / r.p.len() as f64).sum();
     let mut shown = params.clone();
     shown.insert("min_propensity".into(), Value::from(options.min_propensity));
-    shown.insert("batch".into(), Value::from(options.batch));
+    match &learner {
+        Learner::Neural { config, .. } => {
+            shown.insert("first_retrain".into(), Value::from(config.first_retrain));
+            shown.insert("growth".into(), Value::from(config.growth));
+        }
+        _ => {
+            shown.insert("batch".into(), Value::from(options.batch));
+        }
+    }
     Ok(StreamReport {
         policy: kind.name().into(),
         params: shown,
@@ -417,20 +529,26 @@ pub fn simulate(
         oracle_avg_reward: oracle,
         uniform_cumulative_regret: uniform_regret,
         rounds_per_second: if elapsed > 0.0 { n as f64 / elapsed } else { f64::INFINITY },
+        retrains: out.retrains,
     })
 }
 
 pub fn run(args: &StreamArgs) -> anyhow::Result<()> {
     let params = parse_params(&args.params)?;
+    let device = args
+        .device
+        .parse::<crate::scoring::DeviceSpec>()
+        .and_then(|d| d.resolve())
+        .map_err(|e| anyhow::anyhow!("--device {}: {e}", args.device))?;
     let progress = Progress::new(0, "simulate stream");
-    let r = simulate(&args.file, args.policy, &params, args.seed, args.rounds, &progress)?;
+    let r = simulate_on(&args.file, args.policy, &params, args.seed, args.rounds, &progress, device)?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&r)?);
     } else {
         println!(
             "{} on {} rounds ({} arms, {} features), seed {}: average reward {:.4} (best arm always: {:.4}); \
              cumulative expected regret {:.1} ({:.4} per round; uniform: {:.1}); last 10% of rounds {:.1} \
-             ({:.4} per round); {:.0} rounds/s",
+             ({:.4} per round); {:.0} rounds/s{}",
             r.policy,
             r.rounds,
             r.arms,
@@ -443,7 +561,8 @@ pub fn run(args: &StreamArgs) -> anyhow::Result<()> {
             r.uniform_cumulative_regret,
             r.regret_last_10pct,
             r.regret_last_10pct_per_round,
-            r.rounds_per_second
+            r.rounds_per_second,
+            r.retrains.map(|n| format!("; {n} retrains")).unwrap_or_default()
         );
     }
     Ok(())
@@ -506,7 +625,9 @@ mod tests {
         assert!(parse_params(&["v".into()]).is_err());
         assert!(parse_params(&["v=1".into(), "v=2".into()]).is_err());
         let s = tiny();
-        let err = |kind, pairs: &[&str]| format!("{:#}", build(kind, &params(pairs), &s, 1).err().unwrap());
+        let err = |kind, pairs: &[&str]| {
+            format!("{:#}", build(kind, &params(pairs), &s, 1, candle_core::Device::Cpu).err().unwrap())
+        };
         assert!(err(StreamPolicyKind::LinTs, &["v=-1"]).contains("`v`"));
         assert!(err(StreamPolicyKind::LinTs, &["alpha=1"]).contains("unknown field `alpha`"));
         assert!(err(StreamPolicyKind::LinUcb, &["features=3"]).contains("features"));
@@ -519,7 +640,7 @@ mod tests {
     fn linear_policies_learn_the_context_and_uniform_does_not() {
         let s = tiny();
         let run = |kind, pairs: &[&str]| {
-            let (mut learner, options) = build(kind, &params(pairs), &s, 3).unwrap();
+            let (mut learner, options) = build(kind, &params(pairs), &s, 3, candle_core::Device::Cpu).unwrap();
             replay(&s, &mut learner, options, &|_| {}).unwrap()
         };
         let uniform = run(StreamPolicyKind::Uniform, &[]);
@@ -538,6 +659,38 @@ mod tests {
         assert!(eg.cumulative_regret > 100.0, "{eg:?}");
         // Same seed, same figures.
         assert_eq!(run(StreamPolicyKind::LinTs, &["v=0.2"]), run(StreamPolicyKind::LinTs, &["v=0.2"]));
+    }
+
+    #[test]
+    fn neural_pg_replays_with_scheduled_retrains_and_checks_its_parameters() {
+        let s = tiny();
+        let run = |kind, pairs: &[&str]| {
+            let (mut learner, options) = build(kind, &params(pairs), &s, 3, candle_core::Device::Cpu).unwrap();
+            replay(&s, &mut learner, options, &|_| {}).unwrap()
+        };
+        let uniform = run(StreamPolicyKind::Uniform, &[]);
+        let pairs = ["hidden=8", "embedding=4", "epochs=10", "learning_rate=0.05", "first_retrain=50", "growth=1.5"];
+        let out = run(StreamPolicyKind::NeuralPg, &pairs);
+        // Retrains at 50, 75, 113, 170, 255 and 383 rounds.
+        assert_eq!(out.retrains, Some(6), "{out:?}");
+        assert_eq!(out.last_window, 40);
+        assert!(out.cumulative_regret < 0.75 * uniform.cumulative_regret, "{out:?} vs {uniform:?}");
+        assert_eq!(run(StreamPolicyKind::NeuralPg, &pairs), out, "same seed, same figures");
+        let err = |pairs: &[&str]| {
+            format!(
+                "{:#}",
+                build(StreamPolicyKind::NeuralPg, &params(pairs), &s, 1, candle_core::Device::Cpu).err().unwrap()
+            )
+        };
+        assert!(err(&["temperature=0"]).contains("`temperature`"));
+        assert!(err(&["hiden=3"]).contains("unknown field `hiden`"));
+        assert!(err(&["growth=1"]).contains("growth"));
+        assert!(err(&["first_retrain=0"]).contains("first_retrain"));
+        assert!(err(&["batch=5"]).contains("batch"));
+        assert!(err(&["retrain_every=\"1h\""]).contains("retrain_every"));
+        let lin =
+            build(StreamPolicyKind::LinTs, &params(&["growth=2"]), &s, 1, candle_core::Device::Cpu).err().unwrap();
+        assert!(format!("{lin:#}").contains("only neural_pg"));
     }
 
     /// The first 3,000 rounds of the reference stream (the full replay is in

@@ -96,20 +96,32 @@ pub fn initial_snapshot(def: &Definition, salt: &str, version: i32) -> Result<St
     let invalid = |e: policy::PolicyError| {
         AdminError::Invalid(vec![FieldError { field: "policy".into(), reason: e.to_string() }])
     };
-    let (state, linear) = if def.policy.is_contextual() {
-        // Shown as uniform; decisions come from the linear model and each request's context.
+    let (state, linear, neural) = if def.policy.is_contextual() {
+        // Shown as uniform; decisions come from the model and each request's context.
         let uniform = policy::PolicySpec::Fixed { weights: None };
-        (
-            policy::initial_state(&uniform, &arm_keys, seed).map_err(invalid)?,
-            Some(policy::initial_linear_state(&def.policy, &arm_keys).map_err(invalid)?),
-        )
+        let shown = policy::initial_state(&uniform, &arm_keys, seed).map_err(invalid)?;
+        if def.policy.is_neural() {
+            // A fresh network drawn from the spec's `seed`.
+            let model = policy::initial_neural_state(&def.policy, &arm_keys).map_err(invalid)?;
+            let neural = crate::experiment::registry::NeuralState {
+                model,
+                trained_at: None,
+                rows: 0,
+                snips_before: None,
+                snips_after: None,
+            };
+            (shown, None, Some(neural))
+        } else {
+            (shown, Some(policy::initial_linear_state(&def.policy, &arm_keys).map_err(invalid)?), None)
+        }
     } else {
-        (policy::initial_state(&def.policy, &arm_keys, seed).map_err(invalid)?, None)
+        (policy::initial_state(&def.policy, &arm_keys, seed).map_err(invalid)?, None, None)
     };
     serde_json::to_string(&SnapshotState {
         policy: state,
         feedback: vec![ArmFeedback::default(); arm_keys.len()],
         linear,
+        neural,
         learned_until: None,
     })
     .map_err(|e| AdminError::Store(StoreError::Corrupt(e.to_string())))

@@ -204,7 +204,7 @@ pub struct Definition {
     #[serde(default)]
     #[schema(value_type = Object)]
     pub analysis: AnalysisConfig,
-    /// What a contextual policy (`lin_ts`, `lin_ucb`) reads: profile features and request
+    /// What a contextual policy (`lin_ts`, `lin_ucb`, `neural_pg`) reads: profile features and request
     /// attributes, and how they are encoded (see `profile::schema`). Required by, and only
     /// allowed with, a contextual policy; its encoded length must equal the policy's
     /// `features`.
@@ -222,10 +222,7 @@ fn one() -> f64 {
 
 /// The context length a contextual policy expects (`None`: the policy reads no context).
 fn context_dimension(policy: &PolicySpec) -> Option<usize> {
-    match policy {
-        PolicySpec::LinTs { features, .. } | PolicySpec::LinUcb { features, .. } => Some(*features),
-        _ => None,
-    }
+    policy.context_dimension()
 }
 fn default_floor() -> f64 {
     0.01
@@ -460,7 +457,7 @@ impl Definition {
             (Some(_), None) => err(
                 "features".into(),
                 format!(
-                    "policy `{}` reads no context: remove `[features]` or use lin_ts / lin_ucb",
+                    "policy `{}` reads no context: remove `[features]` or use lin_ts / lin_ucb / neural_pg",
                     self.policy.kind()
                 ),
             ),
@@ -517,5 +514,59 @@ mod duration_and_text_tests {
         for bad in ["a\u{0}b", "a\u{7f}b", "a\u{85}b", "a\u{1b}[31m"] {
             assert!(text_problem(bad, false).is_some() && text_problem(bad, true).is_some(), "{bad:?}");
         }
+    }
+}
+
+#[cfg(test)]
+mod neural_definition_tests {
+    use super::*;
+
+    /// Two numeric profile features and a two-value categorical one: 2 + (2 + 1) = 5 entries.
+    fn def(policy: &str, with_features: bool) -> Definition {
+        let features = if with_features {
+            "[features]\nnumeric = [{ name = \"monetary_90d\" }, { name = \"is_returning\" }]\n\
+             categorical = [{ name = \"device\", values = [\"mobile\", \"desktop\"] }]\n"
+        } else {
+            ""
+        };
+        from_toml(&format!(
+            "key = \"n\"\nname = \"Neural\"\n\
+             [[arms]]\nkey = \"a\"\ncontrol = true\n[[arms]]\nkey = \"b\"\n\
+             [policy]\n{policy}\n\
+             [primary_metric]\nname = \"purchase\"\nkind = \"conversion\"\n{features}"
+        ))
+        .unwrap()
+    }
+
+    fn fields(d: &Definition) -> Vec<String> {
+        d.validate().into_iter().map(|e| e.field).collect()
+    }
+
+    #[test]
+    fn a_neural_pg_definition_with_matching_features_is_valid() {
+        let d = def("kind = \"neural_pg\"\nfeatures = 5\nhidden = 8\nepochs = 2\nretrain_every = \"5m\"", true);
+        assert!(d.validate().is_empty(), "{:?}", d.validate());
+        assert!(d.policy.is_contextual());
+        assert_eq!(d.features.as_ref().map(|f| f.dimension()), Some(5));
+    }
+
+    #[test]
+    fn a_neural_pg_definition_needs_features_of_its_dimension_and_valid_parameters() {
+        assert_eq!(fields(&def("kind = \"neural_pg\"\nfeatures = 5", false)), ["features"]);
+        assert_eq!(fields(&def("kind = \"neural_pg\"\nfeatures = 4", true)), ["policy.features"]);
+        let bad = def("kind = \"neural_pg\"\nfeatures = 5\ntemperature = -1.0", true);
+        let errs = bad.validate();
+        assert_eq!(errs.len(), 1, "{errs:?}");
+        assert_eq!(errs[0].field, "policy");
+        assert!(errs[0].reason.contains("`temperature`"), "{}", errs[0].reason);
+        let bad = def("kind = \"neural_pg\"\nfeatures = 5\nmin_new_rows = 0", true);
+        assert!(bad.validate()[0].reason.contains("`min_new_rows`"), "{:?}", bad.validate());
+        let err = from_toml(
+            "key = \"n\"\nname = \"N\"\n[[arms]]\nkey = \"a\"\ncontrol = true\n[[arms]]\nkey = \"b\"\n\
+             [policy]\nkind = \"neural_pg\"\nfeatures = 5\nhiden = 3\n\
+             [primary_metric]\nname = \"p\"\nkind = \"conversion\"\n",
+        )
+        .unwrap_err();
+        assert!(err.contains("unknown field `hiden`"), "{err}");
     }
 }

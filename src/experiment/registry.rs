@@ -1,31 +1,140 @@
 //! The in-memory registry every serving process answers from: each experiment's current
 //! definition, status and latest policy snapshot. It is rebuilt from the store when the
 //! store's fingerprint changes and swapped in atomically, so requests never wait on it.
+//!
+//! A `neural_pg` experiment also holds its network, loaded once per snapshot on the
+//! process's scoring device and wrapped in [`Scoring`] (the micro-batcher, or inline
+//! scoring for small CPU models): [`LiveExperiment::load`] reuses the previous registry's
+//! scorer while the snapshot is the same, so a rebuild for another experiment's change
+//! reloads nothing.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use candle_core::Device;
 use serde::{Deserialize, Serialize};
 
 use super::context::{targeted, Context};
 use super::definition::{Definition, Status};
 use crate::policy::linear::LinearState;
+use crate::policy::neural::{NeuralContext, NeuralPolicy, NeuralSnapshot};
 use crate::policy::{explore, ArmFeedback, PolicyError, PolicyState};
+use crate::scoring::{BatchConfig, Scoring, ScoringError};
 use crate::store::models::SnapshotRow;
 use crate::store::queries::StoredExperiment;
 
 /// What a policy snapshot row holds: the policy's state and the feedback it was fitted on.
 /// A contextual policy (`lin_ts`, `lin_ucb`) also holds its linear model and how far the
-/// learner has folded the log into it; its `policy` is then uniform, for display only.
+/// learner has folded the log into it; `neural_pg` holds its network instead. Their
+/// `policy` is then uniform, for display only.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SnapshotState {
     pub policy: PolicyState,
     pub feedback: Vec<ArmFeedback>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub linear: Option<LinearState>,
-    /// Exposures created up to this time are folded into `linear`.
+    /// `neural_pg`: the network and how it was last trained.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub neural: Option<NeuralState>,
+    /// Exposures created up to this time are folded into `linear` (or, for `neural_pg`,
+    /// were matured when the network was last trained).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub learned_until: Option<chrono::NaiveDateTime>,
+}
+
+/// The network of a `neural_pg` snapshot and what its last retrain did.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NeuralState {
+    /// Parameters, arm count and weights (safetensors, hex).
+    pub model: NeuralSnapshot,
+    /// When the learner last retrained it; `None` for the initial network.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trained_at: Option<chrono::NaiveDateTime>,
+    /// Logged rows the last retrain used.
+    #[serde(default)]
+    pub rows: u64,
+    /// Clipped self-normalised IPW value on those rows before and after the retrain
+    /// (`None`: not computable, every importance weight was 0).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snips_before: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snips_after: Option<f64>,
+}
+
+/// Where and how this process scores neural policies: the device resolved once from
+/// `--device`, and the micro-batcher's bounds.
+#[derive(Debug, Clone)]
+pub struct ScoringSetup {
+    pub device: Device,
+    pub batch: BatchConfig,
+}
+
+impl Default for ScoringSetup {
+    fn default() -> Self {
+        ScoringSetup { device: Device::Cpu, batch: BatchConfig::default() }
+    }
+}
+
+/// A loaded `neural_pg` network and its scorer, for one snapshot row.
+pub struct NeuralServing {
+    scoring: Scoring<NeuralPolicy>,
+    /// The `policy_snapshots` row it was loaded from.
+    snapshot_id: i64,
+}
+
+impl std::fmt::Debug for NeuralServing {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NeuralServing")
+            .field("snapshot_id", &self.snapshot_id)
+            .field("batched", &self.scoring.is_batched())
+            .finish()
+    }
+}
+
+impl NeuralServing {
+    /// Loads `model` on `setup.device` and starts its scorer.
+    pub fn new(model: &NeuralSnapshot, snapshot_id: i64, setup: &ScoringSetup) -> Result<Self, String> {
+        let policy = NeuralPolicy::from_snapshot(model, &setup.device).map_err(|e| e.to_string())?;
+        let scoring = Scoring::new(Arc::new(policy), setup.batch).map_err(|e| e.to_string())?;
+        Ok(NeuralServing { scoring, snapshot_id })
+    }
+
+    /// `π_θ(·|x)` over all arms (before eligibility and the floor), through the
+    /// micro-batcher or inline.
+    pub async fn pmf(&self, ctx: &NeuralContext) -> Result<Vec<f64>, ScoringError> {
+        self.scoring.score(ctx.input()).await
+    }
+
+    pub fn is_batched(&self) -> bool {
+        self.scoring.is_batched()
+    }
+
+    pub fn snapshot_id(&self) -> i64 {
+        self.snapshot_id
+    }
+}
+
+/// The context logged with a contextual exposure (its `features` column): the encoded
+/// vector for the linear kinds (a JSON array, what their learner folds), the vector, the
+/// decision time and the recent events for `neural_pg` (a JSON object, see
+/// [`NeuralContext`]: the learner rebuilds the scored input from it).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum LoggedContext {
+    Linear(Vec<f64>),
+    Neural(NeuralContext),
+}
+
+/// What the policy reads for one request.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum PolicyInput<'a> {
+    /// Nothing: context-free kinds.
+    None,
+    /// The encoded context (`lin_ts`, `lin_ucb`).
+    Features(&'a [f64]),
+    /// `neural_pg`: the network's PMF over all arms for this request, already scored
+    /// ([`LiveExperiment::neural_pmf`]).
+    Scored(&'a [f64]),
 }
 
 #[derive(Debug, Clone)]
@@ -41,6 +150,9 @@ pub struct LiveExperiment {
     pub snapshot: SnapshotState,
     /// Arm payloads serialized once.
     pub payloads: Vec<Arc<serde_json::Value>>,
+    /// `neural_pg`: the loaded network and its scorer (`None` until [`Self::load`] or
+    /// [`Self::attach_scorer`] loads it).
+    pub neural: Option<Arc<NeuralServing>>,
 }
 
 /// Why a unit got the default arm without a logged exposure.
@@ -76,12 +188,21 @@ impl LiveExperiment {
     pub fn from_stored(e: StoredExperiment, snap: &SnapshotRow) -> Result<LiveExperiment, String> {
         let snapshot: SnapshotState = serde_json::from_str(&snap.state)
             .map_err(|err| format!("snapshot {} of `{}` is unreadable: {err}", snap.policy_version, e.row.key))?;
-        if snapshot.policy.pmf.len() != e.definition.arms.len()
-            || snapshot.linear.as_ref().is_some_and(|l| l.arms() != e.definition.arms.len())
+        let arms = e.definition.arms.len();
+        if snapshot.policy.pmf.len() != arms
+            || snapshot.linear.as_ref().is_some_and(|l| l.arms() != arms)
+            || snapshot.neural.as_ref().is_some_and(|n| n.model.arms != arms)
         {
             return Err(format!("snapshot {} of `{}` has the wrong number of arms", snap.policy_version, e.row.key));
         }
-        if e.definition.policy.is_contextual() != snapshot.linear.is_some() {
+        let policy = &e.definition.policy;
+        let matches_kind = if policy.is_neural() {
+            snapshot.linear.is_none()
+                && snapshot.neural.as_ref().is_some_and(|n| Some(&n.model.params) == policy.neural_params().as_ref())
+        } else {
+            snapshot.neural.is_none() && policy.is_contextual() == snapshot.linear.is_some()
+        };
+        if !matches_kind {
             return Err(format!(
                 "snapshot {} of `{}` does not match its policy kind `{}`",
                 snap.policy_version,
@@ -101,7 +222,56 @@ impl LiveExperiment {
             definition: e.definition,
             policy_version: snap.policy_version,
             snapshot,
+            neural: None,
         })
+    }
+
+    /// [`Self::from_stored`], then, for `neural_pg`, the network loaded on `setup`'s device
+    /// with its scorer — or `previous`'s scorer when it was loaded from the same snapshot row
+    /// (one load per snapshot, not per registry rebuild).
+    pub fn load(
+        e: StoredExperiment,
+        snap: &SnapshotRow,
+        setup: &ScoringSetup,
+        previous: Option<&LiveExperiment>,
+    ) -> Result<LiveExperiment, String> {
+        let mut live = Self::from_stored(e, snap)?;
+        live.attach_scorer(snap.id, setup, previous)?;
+        Ok(live)
+    }
+
+    /// Loads the `neural_pg` network of this experiment's snapshot (row `snapshot_id`), or
+    /// reuses `previous`'s when it serves the same row; nothing for other kinds.
+    pub fn attach_scorer(
+        &mut self,
+        snapshot_id: i64,
+        setup: &ScoringSetup,
+        previous: Option<&LiveExperiment>,
+    ) -> Result<(), String> {
+        let Some(state) = &self.snapshot.neural else { return Ok(()) };
+        let reusable = previous
+            .filter(|p| p.id == self.id)
+            .and_then(|p| p.neural.as_ref())
+            .filter(|n| n.snapshot_id == snapshot_id);
+        self.neural = Some(match reusable {
+            Some(n) => Arc::clone(n),
+            None => Arc::new(
+                NeuralServing::new(&state.model, snapshot_id, setup)
+                    .map_err(|e| format!("snapshot {} of `{}`: {e}", self.policy_version, self.key))?,
+            ),
+        });
+        Ok(())
+    }
+
+    /// The `neural_pg` network's PMF over all arms for one request's context.
+    pub async fn neural_pmf(&self, ctx: &NeuralContext) -> Result<Vec<f64>, ScoringError> {
+        match &self.neural {
+            Some(n) => n.pmf(ctx).await,
+            None => Err(ScoringError::Model {
+                code: "policy_not_loaded",
+                message: format!("the neural policy of `{}` is not loaded in this process", self.key),
+            }),
+        }
     }
 
     /// The promoted winner, else control.
@@ -137,28 +307,43 @@ impl LiveExperiment {
         }
     }
 
-    /// Decides for one request, without I/O. `eligible` has one entry per arm.
+    /// Decides for one request, without I/O. `eligible` has one entry per arm; `input` is
+    /// what the policy reads (the encoded context for the linear kinds, the network's PMF
+    /// for `neural_pg`, which is floored and drawn from exactly like the others).
     pub fn decide(
         &self,
         unit_id: &str,
         request_id: &str,
         ctx: &Context,
-        features: Option<&[f64]>,
+        input: PolicyInput<'_>,
         eligible: &[bool],
     ) -> Result<Draw, PolicyError> {
         if let Some(reason) = self.excluded(unit_id, ctx) {
             return Ok(Draw::Default { arm: self.default_arm_among(eligible), reason });
         }
         let seed = explore::draw_seed(&self.salt, unit_id, request_id);
+        let needs_context = || PolicyError::NeedsContext { kind: self.definition.policy.kind() };
+        let floor = self.definition.min_propensity;
         let pmf = match (&self.snapshot.linear, self.definition.policy.linear_exploration()) {
             (Some(model), Some(exploration)) => {
-                let x = features.ok_or(PolicyError::NeedsContext { kind: self.definition.policy.kind() })?;
+                let PolicyInput::Features(x) = input else { return Err(needs_context()) };
                 // The Monte Carlo draws get their own seed (a hash of the draw's seed),
                 // so the PMF and the uniform that picks from it are not the same number.
                 let mc_seed = explore::draw_seed(&self.salt, "pmf", &seed.to_string());
-                model.pmf(exploration, x, eligible, self.definition.min_propensity, mc_seed)?
+                model.pmf(exploration, x, eligible, floor, mc_seed)?
             }
-            _ => explore::restrict_and_floor(&self.snapshot.policy.pmf, eligible, self.definition.min_propensity)?,
+            _ if self.definition.policy.is_neural() => {
+                let PolicyInput::Scored(raw) = input else { return Err(needs_context()) };
+                if raw.len() != eligible.len() {
+                    return Err(PolicyError::ArmCountMismatch {
+                        what: "neural PMF".into(),
+                        expected: eligible.len(),
+                        got: raw.len(),
+                    });
+                }
+                explore::restrict_and_floor(raw, eligible, floor)?
+            }
+            _ => explore::restrict_and_floor(&self.snapshot.policy.pmf, eligible, floor)?,
         };
         let u = explore::unit_uniform(seed);
         let arm = explore::draw(&pmf, u);
@@ -202,5 +387,162 @@ impl Registry {
 
     pub fn is_empty(&self) -> bool {
         self.by_key.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::experiment::definition::from_toml;
+    use crate::policy::neural::NeuralContext;
+    use crate::profile::{Event, EventKind};
+    use crate::store::models::ExperimentRow;
+    use std::time::Duration;
+
+    fn at(h: u32) -> chrono::NaiveDateTime {
+        chrono::NaiveDate::from_ymd_opt(2026, 11, 20).and_then(|d| d.and_hms_opt(h, 0, 0)).expect("valid time")
+    }
+
+    /// A running `neural_pg` experiment over 4 arms and 2 numeric features, as the store holds it.
+    fn stored(policy: &str) -> (StoredExperiment, SnapshotRow) {
+        let definition = from_toml(&format!(
+            "key = \"nn\"\nname = \"Neural\"\nmin_propensity = 0.02\n\
+             [[arms]]\nkey = \"a\"\ncontrol = true\n[[arms]]\nkey = \"b\"\n[[arms]]\nkey = \"c\"\n[[arms]]\nkey = \"d\"\n\
+             [policy]\n{policy}\n[primary_metric]\nname = \"purchase\"\nkind = \"conversion\"\n\
+             [features]\nnumeric = [{{ name = \"monetary_90d\" }}, {{ name = \"is_returning\" }}]\n"
+        ))
+        .unwrap();
+        assert!(definition.validate().is_empty(), "{:?}", definition.validate());
+        let state = crate::experiment::admin::initial_snapshot(&definition, "salt", 1).unwrap();
+        let row = ExperimentRow {
+            id: 7,
+            key: "nn".into(),
+            name: "Neural".into(),
+            status: "running".into(),
+            current_version: 1,
+            salt: "salt".into(),
+            promoted_arm: None,
+            created_at: at(0),
+            updated_at: at(0),
+        };
+        let snap = SnapshotRow {
+            id: 41,
+            experiment_id: 7,
+            version: 1,
+            policy_version: 1,
+            state,
+            n_feedback: 0,
+            created_at: at(0),
+        };
+        (StoredExperiment { row, definition }, snap)
+    }
+
+    const POLICY: &str = "kind = \"neural_pg\"\nfeatures = 2\nhidden = 8\nembedding = 8\nseed = 3\ntemperature = 0.3";
+
+    fn contexts(n: usize) -> Vec<NeuralContext> {
+        (0..n)
+            .map(|i| {
+                let events: Vec<Event> = (0..i % 7)
+                    .map(|j| Event {
+                        kind: EventKind::ALL[(i + j) % 4],
+                        at: at(1 + j as u32),
+                        amount: (i * j) as f64,
+                        category: Some(["shoes", "bags", "hats"][j % 3].into()),
+                    })
+                    .collect();
+                NeuralContext::new(vec![(i % 5) as f64 * 40.0, (i % 2) as f64], &events, at(12))
+            })
+            .collect()
+    }
+
+    fn runtime() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap()
+    }
+
+    #[test]
+    fn a_neural_snapshot_loads_once_and_batched_and_inline_scoring_draw_the_same_arms() {
+        let (e, snap) = stored(POLICY);
+        let inline_setup = ScoringSetup {
+            device: Device::Cpu,
+            batch: BatchConfig { inline_max_params: usize::MAX, ..Default::default() },
+        };
+        let batched_setup = ScoringSetup {
+            device: Device::Cpu,
+            batch: BatchConfig { max_batch: 16, max_wait: Duration::from_millis(20), ..Default::default() },
+        };
+        let inline = LiveExperiment::load(e.clone(), &snap, &inline_setup, None).unwrap();
+        let batched = LiveExperiment::load(e.clone(), &snap, &batched_setup, None).unwrap();
+        assert!(!inline.neural.as_ref().unwrap().is_batched());
+        assert!(batched.neural.as_ref().unwrap().is_batched());
+
+        let xs = contexts(64);
+        let rt = runtime();
+        let a: Vec<Vec<f64>> = xs.iter().map(|c| rt.block_on(inline.neural_pmf(c)).unwrap()).collect();
+        let b: Vec<Vec<f64>> = rt
+            .block_on(futures_util::future::join_all(xs.iter().map(|c| batched.neural_pmf(c))))
+            .into_iter()
+            .map(Result::unwrap)
+            .collect();
+        let eligible = [true, true, false, true];
+        let ctx = Context::new();
+        let mut arms_seen = std::collections::HashSet::new();
+        for (i, (p, q)) in a.iter().zip(&b).enumerate() {
+            for (x, y) in p.iter().zip(q) {
+                assert!((x - y).abs() < 1e-5, "{p:?} vs {q:?}");
+            }
+            let unit = format!("u{i}");
+            let d1 = inline.decide(&unit, "r1", &ctx, PolicyInput::Scored(p), &eligible).unwrap();
+            let d2 = batched.decide(&unit, "r1", &ctx, PolicyInput::Scored(q), &eligible).unwrap();
+            match (d1, d2) {
+                (
+                    Draw::Drawn { arm: a1, propensity: p1, pmf: f1 },
+                    Draw::Drawn { arm: a2, propensity: p2, pmf: f2 },
+                ) => {
+                    assert_eq!(a1, a2, "unit {i}");
+                    assert!((p1 - p2).abs() < 1e-5);
+                    assert_eq!(f1[2], 0.0, "ineligible arm");
+                    assert!(f1.iter().enumerate().all(|(k, v)| k == 2 || *v >= 0.02 - 1e-12), "floor: {f1:?}");
+                    assert!((f2.iter().sum::<f64>() - 1.0).abs() < 1e-9);
+                    arms_seen.insert(a1);
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+        assert!(arms_seen.len() > 1, "a random network with temperature 0.3 still spreads the draws: {arms_seen:?}");
+        // Different contexts give different PMFs (the network reads them).
+        assert!(a.iter().any(|p| p != &a[0]));
+
+        // A rebuild over the same snapshot row reuses the loaded scorer; a new row loads anew.
+        let again = LiveExperiment::load(e.clone(), &snap, &batched_setup, Some(&batched)).unwrap();
+        assert!(Arc::ptr_eq(again.neural.as_ref().unwrap(), batched.neural.as_ref().unwrap()));
+        let next = SnapshotRow { id: 42, policy_version: 2, ..snap.clone() };
+        let fresh = LiveExperiment::load(e, &next, &batched_setup, Some(&batched)).unwrap();
+        assert!(!Arc::ptr_eq(fresh.neural.as_ref().unwrap(), batched.neural.as_ref().unwrap()));
+        assert_eq!(fresh.neural.as_ref().unwrap().snapshot_id(), 42);
+    }
+
+    #[test]
+    fn a_neural_experiment_needs_its_scored_pmf_and_a_matching_snapshot() {
+        let (e, snap) = stored(POLICY);
+        let live = LiveExperiment::from_stored(e.clone(), &snap).unwrap();
+        assert!(live.neural.is_none(), "from_stored loads no network");
+        let err = runtime().block_on(live.neural_pmf(&contexts(1)[0])).unwrap_err();
+        assert_eq!(err.code(), "policy_not_loaded");
+        let ctx = Context::new();
+        let all = [true; 4];
+        let err = live.decide("u", "r", &ctx, PolicyInput::None, &all).unwrap_err();
+        assert_eq!(err.code(), "policy_needs_context");
+        let err = live.decide("u", "r", &ctx, PolicyInput::Scored(&[0.5, 0.5]), &all).unwrap_err();
+        assert_eq!(err.code(), "arm_count_mismatch");
+
+        // A snapshot written for other parameters (or another kind) is refused.
+        let (other, _) = stored("kind = \"neural_pg\"\nfeatures = 2\nhidden = 9");
+        let err = LiveExperiment::from_stored(other, &snap).unwrap_err();
+        assert!(err.contains("does not match its policy kind"), "{err}");
+        let (lin, lin_snap) = stored("kind = \"lin_ucb\"\nfeatures = 2");
+        assert!(LiveExperiment::from_stored(lin.clone(), &lin_snap).unwrap().neural.is_none());
+        assert!(LiveExperiment::from_stored(lin, &snap).unwrap_err().contains("does not match"));
+        let (neural, _) = stored(POLICY);
+        assert!(LiveExperiment::from_stored(neural, &lin_snap).unwrap_err().contains("does not match"));
     }
 }

@@ -66,7 +66,12 @@ pub fn update(
             }
         }
     }
-    let next =
-        SnapshotState { policy: previous.policy.clone(), feedback, linear: Some(model), learned_until: Some(until) };
+    let next = SnapshotState {
+        policy: previous.policy.clone(),
+        feedback,
+        linear: Some(model),
+        neural: None,
+        learned_until: Some(until),
+    };
     Ok(Some((next, folded)))
 }

@@ -9,15 +9,20 @@
 //! window, are picked up on the next run, because each run refits from the cumulative
 //! sums of every mature exposure (it never freezes an exposure's reward).
 //!
+//! `neural_pg` is retrained on a schedule instead (see [`neural`]): its spec's
+//! `retrain_every` and `min_new_rows`, warm-started from the previous weights.
+//!
 //! On Postgres only one process learns at a time: a session advisory lock is taken for
 //! the run and released after it; a process that does not get it skips the run.
 
 pub mod contextual;
+pub mod neural;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use candle_core::Device;
 use chrono::NaiveDateTime;
 use diesel::prelude::*;
 use diesel::sql_types::Bool;
@@ -75,8 +80,14 @@ pub struct RunReport {
     pub skipped_locked: bool,
 }
 
-/// One learner pass over every running or paused experiment, as of `now`.
+/// One learner pass over every running or paused experiment, as of `now`, training
+/// `neural_pg` networks on the CPU.
 pub fn run_once(db: &Db, metrics: &Metrics, now: NaiveDateTime) -> Result<RunReport, StoreError> {
+    run_once_on(db, metrics, now, &Device::Cpu)
+}
+
+/// [`run_once`], training `neural_pg` networks on `device` (the process's `--device`).
+pub fn run_once_on(db: &Db, metrics: &Metrics, now: NaiveDateTime, device: &Device) -> Result<RunReport, StoreError> {
     let Some(_lock) = take_lock(db, LEARNER_LOCK)? else {
         return Ok(RunReport { skipped_locked: true, ..Default::default() });
     };
@@ -89,6 +100,17 @@ pub fn run_once(db: &Db, metrics: &Metrics, now: NaiveDateTime) -> Result<RunRep
         let def = &stored.definition;
         let arm_keys = def.arm_keys();
         let until = crate::experiment::definition::time_before(now, def.reward_wait_duration());
+        if def.policy.is_neural() {
+            let previous: SnapshotState = serde_json::from_str(&snap.state)
+                .map_err(|e| StoreError::Corrupt(format!("snapshot of `{}`: {e}", stored.row.key)))?;
+            let Some((next, done)) = neural::update(db, &stored, &previous, until, now, device)? else { continue };
+            let (pv, n_feedback) = write_snapshot(db, metrics, &stored, &next)?;
+            let (before, after) =
+                done.report.as_ref().map_or((f64::NAN, f64::NAN), |r| (r.snips_before, r.snips_after));
+            tracing::info!(experiment = %stored.row.key, policy_version = pv, n_feedback, rows = done.rows, new_rows = done.new_rows, skipped = done.skipped, snips_before = before, snips_after = after, "new neural policy snapshot");
+            report.snapshots_written += 1;
+            continue;
+        }
         if def.policy.is_contextual() {
             let previous: SnapshotState = serde_json::from_str(&snap.state)
                 .map_err(|e| StoreError::Corrupt(format!("snapshot of `{}`: {e}", stored.row.key)))?;
@@ -126,7 +148,7 @@ pub fn run_once(db: &Db, metrics: &Metrics, now: NaiveDateTime) -> Result<RunRep
                 continue;
             }
         };
-        let next = SnapshotState { policy: state, feedback, linear: None, learned_until: None };
+        let next = SnapshotState { policy: state, feedback, linear: None, neural: None, learned_until: None };
         let (pv, n_feedback) = write_snapshot(db, metrics, &stored, &next)?;
         tracing::info!(experiment = %stored.row.key, policy_version = pv, n_feedback, "new policy snapshot");
         report.snapshots_written += 1;
@@ -150,10 +172,20 @@ fn write_snapshot(
 }
 
 /// [`run_once`], counted and timed in `metrics` (`strategist_background_runs_total`, the
-/// learner's last-run time); what the background loop runs.
+/// learner's last-run time).
 pub fn run_recorded(db: &Db, metrics: &Metrics, now: NaiveDateTime) -> Result<RunReport, StoreError> {
+    run_recorded_on(db, metrics, now, &Device::Cpu)
+}
+
+/// [`run_recorded`] training on `device`; what the background loop runs.
+pub fn run_recorded_on(
+    db: &Db,
+    metrics: &Metrics,
+    now: NaiveDateTime,
+    device: &Device,
+) -> Result<RunReport, StoreError> {
     let started = Instant::now();
-    let result = run_once(db, metrics, now);
+    let result = run_once_on(db, metrics, now, device);
     let outcome = match &result {
         Ok(r) if r.skipped_locked => RunOutcome::SkippedLocked,
         Ok(_) => RunOutcome::Completed,
@@ -163,9 +195,16 @@ pub fn run_recorded(db: &Db, metrics: &Metrics, now: NaiveDateTime) -> Result<Ru
     result
 }
 
-/// Runs the learner every `every` until `stop` is set; errors are logged and the loop
-/// goes on. Partitions are also kept ahead here, once an hour.
-pub fn spawn(db: Db, metrics: Arc<Metrics>, every: Duration, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<()> {
+/// Runs the learner every `every` until `stop` is set, training `neural_pg` networks on
+/// `device`; errors are logged and the loop goes on. Partitions are also kept ahead here,
+/// once an hour.
+pub fn spawn(
+    db: Db,
+    metrics: Arc<Metrics>,
+    every: Duration,
+    device: Device,
+    stop: Arc<AtomicBool>,
+) -> std::thread::JoinHandle<()> {
     std::thread::Builder::new()
         .name("learner".into())
         .spawn(move || {
@@ -177,7 +216,7 @@ pub fn spawn(db: Db, metrics: Arc<Metrics>, every: Duration, stop: Arc<AtomicBoo
                         Err(e) => tracing::warn!(error = %e, "partition maintenance failed"),
                     }
                 }
-                match run_recorded(&db, &metrics, crate::store::now()) {
+                match run_recorded_on(&db, &metrics, crate::store::now(), &device) {
                     Ok(r) if r.snapshots_written > 0 => tracing::debug!(?r, "learner run"),
                     Ok(_) => {}
                     Err(e) => tracing::warn!(error = %e, "learner run failed; retrying next interval"),

@@ -12,11 +12,12 @@
 //!
 //! One file per policy kind: [`fixed`], [`epsilon_greedy`], [`thompson`]
 //! (Beta-Bernoulli and Gaussian), [`linear`] (linear Thompson sampling and
-//! LinUCB). The linear kinds are contextual: their PMF depends on the
+//! LinUCB), [`neural`] (`neural_pg`, a softmax network trained off-policy).
+//! The linear and neural kinds are contextual: their PMF depends on the
 //! request's features, so they have no context-free snapshot PMF;
-//! [`initial_linear_state`] and [`linear::LinearState`] hold their model, and
-//! [`update_state`] refuses them with [`PolicyError::NeedsContext`] until the
-//! service feeds them contexts.
+//! [`initial_linear_state`] / [`linear::LinearState`] and
+//! [`initial_neural_state`] / [`neural::NeuralSnapshot`] hold their models,
+//! and [`update_state`] refuses them with [`PolicyError::NeedsContext`].
 
 pub mod epsilon_greedy;
 pub mod explore;
@@ -140,6 +141,28 @@ fn default_lin_ts_draws() -> u32 {
     linear::DEFAULT_LIN_TS_DRAWS
 }
 
+/// Default `retrain_every` of `neural_pg`: a retrain costs seconds to minutes
+/// of CPU, so the learner runs it at most this often.
+pub const DEFAULT_RETRAIN_EVERY: &str = "15m";
+/// Default `min_new_rows` of `neural_pg`.
+pub const DEFAULT_MIN_NEW_ROWS: u64 = 100;
+/// Default `max_train_rows` of `neural_pg`.
+pub const DEFAULT_MAX_TRAIN_ROWS: u64 = 100_000;
+/// Largest `max_train_rows` of `neural_pg`.
+pub const MAX_TRAIN_ROWS: u64 = 10_000_000;
+
+fn default_retrain_every() -> String {
+    DEFAULT_RETRAIN_EVERY.to_string()
+}
+
+fn default_min_new_rows() -> u64 {
+    DEFAULT_MIN_NEW_ROWS
+}
+
+fn default_max_train_rows() -> u64 {
+    DEFAULT_MAX_TRAIN_ROWS
+}
+
 /// A policy as written in experiment definitions (TOML/JSON), e.g.
 /// `[policy] kind = "thompson_beta"`. Unknown fields are rejected.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -201,7 +224,56 @@ pub enum PolicySpec {
         #[serde(default = "yes")]
         intercept: bool,
     },
+    /// Neural softmax policy trained off-policy by policy gradient
+    /// (contextual; see [`neural`]). The model fields are
+    /// [`neural::NeuralParams`]' (same names, defaults and ranges); the last
+    /// three say when the background learner retrains it.
+    NeuralPg {
+        /// Dimension of the encoded profile feature vector (required).
+        features: usize,
+        #[serde(default = "neural::default_hidden")]
+        hidden: usize,
+        #[serde(default = "neural::default_embedding")]
+        embedding: usize,
+        #[serde(default = "neural::default_temperature")]
+        temperature: f64,
+        #[serde(default = "neural::default_clip")]
+        clip: f64,
+        #[serde(default = "neural::default_learning_rate")]
+        learning_rate: f64,
+        #[serde(default = "neural::default_epochs")]
+        epochs: u32,
+        #[serde(default = "neural::default_batch_size")]
+        batch_size: usize,
+        #[serde(default)]
+        l2: f64,
+        #[serde(default)]
+        seed: u64,
+        /// Shortest time between two retrains, a duration such as "15m" (> 0, at most 30 days).
+        #[serde(default = "default_retrain_every")]
+        retrain_every: String,
+        /// Matured exposures new since the last retrain needed to retrain, >= 1.
+        #[serde(default = "default_min_new_rows")]
+        min_new_rows: u64,
+        /// A retrain reads at most this many of the newest matured exposures, 1..=10,000,000.
+        #[serde(default = "default_max_train_rows")]
+        max_train_rows: u64,
+    },
 }
+
+/// When the learner retrains a `neural_pg` policy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetrainSchedule {
+    /// Shortest time between two retrains.
+    pub every: std::time::Duration,
+    /// New matured exposures needed since the last retrain.
+    pub min_new_rows: u64,
+    /// Newest matured exposures a retrain reads at most.
+    pub max_train_rows: u64,
+}
+
+/// Longest `retrain_every`.
+pub const MAX_RETRAIN_EVERY: std::time::Duration = std::time::Duration::from_secs(30 * 24 * 3600);
 
 impl PolicySpec {
     /// Checks the parameters against the experiment's arms. Rejects, naming
@@ -234,6 +306,92 @@ impl PolicySpec {
                 // Both kinds carry exploration parameters: `linear_exploration` is `Some`.
                 self.linear_exploration().map_or(Ok(()), linear::validate_exploration)
             }
+            PolicySpec::NeuralPg { retrain_every, min_new_rows, max_train_rows, .. } => {
+                if let Some(params) = self.neural_params() {
+                    params.validate()?;
+                }
+                match humantime::parse_duration(retrain_every.trim()) {
+                    Ok(d) if d > MAX_RETRAIN_EVERY => {
+                        return Err(PolicyError::param("retrain_every", "must be at most 30 days"))
+                    }
+                    Ok(d) if d.is_zero() => {
+                        return Err(PolicyError::param("retrain_every", "must be longer than zero"))
+                    }
+                    Ok(_) => {}
+                    Err(e) => {
+                        return Err(PolicyError::param(
+                            "retrain_every",
+                            format!("`{retrain_every}` is not a duration like \"15m\" or \"1h\" ({e})"),
+                        ))
+                    }
+                }
+                if *min_new_rows == 0 {
+                    return Err(PolicyError::param("min_new_rows", "must be at least 1"));
+                }
+                if !(1..=MAX_TRAIN_ROWS).contains(max_train_rows) {
+                    return Err(PolicyError::param(
+                        "max_train_rows",
+                        format!("must be between 1 and {MAX_TRAIN_ROWS}, got {max_train_rows}"),
+                    ));
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// The model parameters of `neural_pg` (`None` for other kinds).
+    pub fn neural_params(&self) -> Option<neural::NeuralParams> {
+        match self {
+            PolicySpec::NeuralPg {
+                features,
+                hidden,
+                embedding,
+                temperature,
+                clip,
+                learning_rate,
+                epochs,
+                batch_size,
+                l2,
+                seed,
+                ..
+            } => Some(neural::NeuralParams {
+                features: *features,
+                hidden: *hidden,
+                embedding: *embedding,
+                temperature: *temperature,
+                clip: *clip,
+                learning_rate: *learning_rate,
+                epochs: *epochs,
+                batch_size: *batch_size,
+                l2: *l2,
+                seed: *seed,
+            }),
+            _ => None,
+        }
+    }
+
+    /// When the learner retrains `neural_pg` (`None` for other kinds, or an
+    /// unparsable `retrain_every`, which `validate` refuses).
+    pub fn retrain_schedule(&self) -> Option<RetrainSchedule> {
+        match self {
+            PolicySpec::NeuralPg { retrain_every, min_new_rows, max_train_rows, .. } => {
+                humantime::parse_duration(retrain_every.trim()).ok().map(|every| RetrainSchedule {
+                    every,
+                    min_new_rows: *min_new_rows,
+                    max_train_rows: *max_train_rows,
+                })
+            }
+            _ => None,
+        }
+    }
+
+    /// The context length a contextual kind reads (`features`); `None` for context-free kinds.
+    pub fn context_dimension(&self) -> Option<usize> {
+        match self {
+            PolicySpec::LinTs { features, .. }
+            | PolicySpec::LinUcb { features, .. }
+            | PolicySpec::NeuralPg { features, .. } => Some(*features),
+            _ => None,
         }
     }
 
@@ -246,13 +404,19 @@ impl PolicySpec {
         }
     }
 
-    /// Whether the kind's PMF depends on the request's context (`lin_ts`, `lin_ucb`).
+    /// Whether the kind's PMF depends on the request's context (`lin_ts`,
+    /// `lin_ucb`, `neural_pg`).
     pub fn is_contextual(&self) -> bool {
-        self.linear_exploration().is_some()
+        self.context_dimension().is_some()
+    }
+
+    /// Whether the kind is the neural policy (`neural_pg`).
+    pub fn is_neural(&self) -> bool {
+        matches!(self, PolicySpec::NeuralPg { .. })
     }
 
     /// The `kind` tag: `fixed`, `epsilon_greedy`, `thompson_beta`,
-    /// `thompson_gaussian`, `lin_ts` or `lin_ucb`.
+    /// `thompson_gaussian`, `lin_ts`, `lin_ucb` or `neural_pg`.
     pub fn kind(&self) -> &'static str {
         match self {
             PolicySpec::Fixed { .. } => "fixed",
@@ -261,6 +425,7 @@ impl PolicySpec {
             PolicySpec::ThompsonGaussian { .. } => "thompson_gaussian",
             PolicySpec::LinTs { .. } => "lin_ts",
             PolicySpec::LinUcb { .. } => "lin_ucb",
+            PolicySpec::NeuralPg { .. } => "neural_pg",
         }
     }
 
@@ -436,7 +601,9 @@ pub fn update_state(
         PolicySpec::ThompsonGaussian { prior_mean, prior_sd, draws } => {
             thompson::gaussian_state(*prior_mean, *prior_sd, *draws, feedback, seed)
         }
-        PolicySpec::LinTs { .. } | PolicySpec::LinUcb { .. } => Err(PolicyError::NeedsContext { kind: spec.kind() }),
+        PolicySpec::LinTs { .. } | PolicySpec::LinUcb { .. } | PolicySpec::NeuralPg { .. } => {
+            Err(PolicyError::NeedsContext { kind: spec.kind() })
+        }
     }
 }
 
@@ -452,6 +619,19 @@ pub fn initial_linear_state(spec: &PolicySpec, arm_keys: &[String]) -> Result<li
         }
         other => Err(PolicyError::param("kind", format!("`{}` is not a linear policy kind", other.kind()))),
     }
+}
+
+/// The initial model of `neural_pg`: a freshly initialised network whose
+/// weights are drawn from the spec's `seed` (on the CPU, so every process
+/// gets the same bytes). Validates the spec; [`PolicyError::InvalidParameter`]
+/// on `kind` for another kind.
+pub fn initial_neural_state(spec: &PolicySpec, arm_keys: &[String]) -> Result<neural::NeuralSnapshot, PolicyError> {
+    spec.validate(arm_keys)?;
+    let params = spec
+        .neural_params()
+        .ok_or_else(|| PolicyError::param("kind", format!("`{}` is not the neural policy kind", spec.kind())))?;
+    let policy = neural::NeuralPolicy::new(params, arm_keys.len(), &candle_core::Device::Cpu)?;
+    Ok(policy.snapshot()?)
 }
 
 fn validate_feedback(arm_keys: &[String], feedback: &[ArmFeedback], binary: bool) -> Result<(), PolicyError> {
@@ -765,6 +945,105 @@ mod tests {
         assert_eq!((model.arms(), model.features(), model.dim(), model.lambda()), (3, 4, 4, 2.0));
         assert_eq!(field_of(initial_linear_state(&beta_spec(), &keys(3)).unwrap_err()), "kind");
         assert_eq!(initial_linear_state(&lin_ts(4), &[]).unwrap_err(), PolicyError::NoArms);
+    }
+
+    fn neural(features: usize) -> PolicySpec {
+        serde_json::from_value(serde_json::json!({"kind": "neural_pg", "features": features})).unwrap()
+    }
+
+    #[test]
+    fn neural_pg_parses_with_the_neural_params_defaults_and_is_contextual() {
+        let spec: PolicySpec = toml::from_str(
+            "kind = \"neural_pg\"\nfeatures = 5\nhidden = 8\nepochs = 3\nlearning_rate = 0.05\nseed = 4\n\
+             retrain_every = \"1h\"\nmin_new_rows = 50",
+        )
+        .unwrap();
+        assert_eq!(spec.kind(), "neural_pg");
+        assert!(spec.is_contextual() && spec.is_neural() && !spec.wants_binary_reward());
+        assert_eq!(spec.linear_exploration(), None);
+        assert_eq!(spec.context_dimension(), Some(5));
+        let params = spec.neural_params().unwrap();
+        let want =
+            neural::NeuralParams { hidden: 8, epochs: 3, learning_rate: 0.05, seed: 4, ..neural::NeuralParams::new(5) };
+        assert_eq!(params, want);
+        assert_eq!(
+            spec.retrain_schedule(),
+            Some(RetrainSchedule {
+                every: std::time::Duration::from_secs(3600),
+                min_new_rows: 50,
+                max_train_rows: DEFAULT_MAX_TRAIN_ROWS
+            })
+        );
+        spec.validate(&keys(3)).unwrap();
+        // Defaults: NeuralParams' own, and the learner's schedule.
+        let d = neural(20);
+        assert_eq!(d.neural_params().unwrap(), neural::NeuralParams::new(20));
+        assert_eq!(d.retrain_schedule().unwrap().every, std::time::Duration::from_secs(15 * 60));
+        assert_eq!(d.retrain_schedule().unwrap().min_new_rows, DEFAULT_MIN_NEW_ROWS);
+        let json = serde_json::to_string(&spec).unwrap();
+        assert_eq!(serde_json::from_str::<PolicySpec>(&json).unwrap(), spec);
+        // Required and unknown fields.
+        let err = serde_json::from_str::<PolicySpec>(r#"{"kind":"neural_pg"}"#).unwrap_err().to_string();
+        assert!(err.contains("missing field `features`"), "{err}");
+        let err = serde_json::from_str::<PolicySpec>(r#"{"kind":"neural_pg","features":3,"lr":0.1}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("unknown field `lr`"), "{err}");
+        assert!(
+            !lin_ts(3).is_neural() && lin_ts(3).neural_params().is_none() && lin_ts(3).retrain_schedule().is_none()
+        );
+    }
+
+    #[test]
+    fn neural_pg_rejects_bad_parameters_naming_the_field() {
+        let arms = keys(3);
+        let with = |field: &str, value: serde_json::Value| {
+            let mut v = serde_json::json!({"kind": "neural_pg", "features": 4});
+            v[field] = value;
+            serde_json::from_value::<PolicySpec>(v).unwrap()
+        };
+        let cases = [
+            (with("features", 0.into()), "features"),
+            (with("features", (neural::MAX_FEATURES + 1).into()), "features"),
+            (with("hidden", 0.into()), "hidden"),
+            (with("embedding", 0.into()), "embedding"),
+            (with("temperature", 0.0.into()), "temperature"),
+            (with("clip", 1.0.into()), "clip"),
+            (with("learning_rate", 2.0.into()), "learning_rate"),
+            (with("epochs", 0.into()), "epochs"),
+            (with("batch_size", 0.into()), "batch_size"),
+            (with("l2", (-0.5).into()), "l2"),
+            (with("retrain_every", "soon".into()), "retrain_every"),
+            (with("retrain_every", "0s".into()), "retrain_every"),
+            (with("retrain_every", "400d".into()), "retrain_every"),
+            (with("min_new_rows", 0.into()), "min_new_rows"),
+            (with("max_train_rows", 0.into()), "max_train_rows"),
+        ];
+        for (spec, field) in cases {
+            let err = spec.validate(&arms).unwrap_err();
+            assert_eq!(err.code(), "invalid_policy_parameter");
+            assert_eq!(field_of(err), field, "{spec:?}");
+        }
+        assert_eq!(neural(4).validate(&[]).unwrap_err(), PolicyError::NoArms);
+    }
+
+    #[test]
+    fn neural_pg_has_no_context_free_snapshot_but_a_seeded_initial_network() {
+        let spec = with_small_net(4, 3);
+        assert_eq!(initial_state(&spec, &keys(3), 1).unwrap_err().code(), "policy_needs_context");
+        let a = initial_neural_state(&spec, &keys(3)).unwrap();
+        assert_eq!((a.arms, a.params.features, a.params.seed), (3, 4, 3));
+        assert_eq!(a, initial_neural_state(&spec, &keys(3)).unwrap(), "same seed, same weights");
+        assert_ne!(a.weights, initial_neural_state(&with_small_net(4, 4), &keys(3)).unwrap().weights);
+        assert_eq!(field_of(initial_neural_state(&lin_ts(4), &keys(3)).unwrap_err()), "kind");
+        assert_eq!(field_of(initial_linear_state(&spec, &keys(3)).unwrap_err()), "kind");
+    }
+
+    fn with_small_net(features: usize, seed: u64) -> PolicySpec {
+        serde_json::from_value(
+            serde_json::json!({"kind": "neural_pg", "features": features, "hidden": 4, "embedding": 4, "seed": seed}),
+        )
+        .unwrap()
     }
 
     #[test]

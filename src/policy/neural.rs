@@ -129,25 +129,25 @@ impl From<NeuralError> for PolicyError {
     }
 }
 
-fn default_hidden() -> usize {
+pub(crate) fn default_hidden() -> usize {
     32
 }
-fn default_embedding() -> usize {
+pub(crate) fn default_embedding() -> usize {
     16
 }
-fn default_temperature() -> f64 {
+pub(crate) fn default_temperature() -> f64 {
     1.0
 }
-fn default_clip() -> f64 {
+pub(crate) fn default_clip() -> f64 {
     10.0
 }
-fn default_learning_rate() -> f64 {
+pub(crate) fn default_learning_rate() -> f64 {
     0.01
 }
-fn default_epochs() -> u32 {
+pub(crate) fn default_epochs() -> u32 {
     20
 }
-fn default_batch_size() -> usize {
+pub(crate) fn default_batch_size() -> usize {
     256
 }
 
@@ -312,6 +312,33 @@ impl NeuralInput {
             events: vec![0.0; MAX_EVENTS * EVENT_DIM],
             mask: vec![0.0; MAX_EVENTS],
         }
+    }
+}
+
+/// What the service logs with a `neural_pg` exposure (the exposure's
+/// `features` column, as JSON `{"x": [...], "at": "...", "events": [...]}`):
+/// the encoded profile features, the decision time and the unit's recent
+/// events (oldest first, at most [`MAX_EVENTS`]). [`input`](Self::input)
+/// rebuilds exactly the input that was scored, so the learner trains on what
+/// the policy saw (event ages are relative to `at`, not to the retrain time).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NeuralContext {
+    pub x: Vec<f64>,
+    pub at: NaiveDateTime,
+    #[serde(default)]
+    pub events: Vec<Event>,
+}
+
+impl NeuralContext {
+    /// Keeps the last [`MAX_EVENTS`] of `events` (the only ones encoded).
+    pub fn new(x: Vec<f64>, events: &[Event], at: NaiveDateTime) -> Self {
+        let start = events.len().saturating_sub(MAX_EVENTS);
+        NeuralContext { x, at, events: events[start..].to_vec() }
+    }
+
+    /// The scored input.
+    pub fn input(&self) -> NeuralInput {
+        NeuralInput::new(&self.x, &self.events, self.at)
     }
 }
 
@@ -957,6 +984,21 @@ mod tests {
         // Same category, same bucket; the hash is stable.
         assert_eq!(fnv1a(b"shoes"), fnv1a(b"shoes"));
         assert_eq!(fnv1a(b""), 0xcbf2_9ce4_8422_2325);
+    }
+
+    #[test]
+    fn a_logged_context_round_trips_through_json_to_the_same_input() {
+        let events: Vec<Event> = (0..25)
+            .map(|i| ev(EventKind::ALL[i % 4], 30 - i as i64, 12.34 * i as f64, (i % 3 == 0).then_some("shoes")))
+            .collect();
+        let ctx = NeuralContext::new(vec![0.1, -2.5, 1e-7, 3.0], &events, now());
+        assert_eq!(ctx.events.len(), MAX_EVENTS);
+        assert_eq!(ctx.events.last(), events.last());
+        let json = serde_json::to_string(&ctx).unwrap();
+        let back: NeuralContext = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, ctx);
+        assert_eq!(back.input(), NeuralInput::new(&ctx.x, &events, now()));
+        assert!(serde_json::from_str::<Vec<f64>>(&json).is_err(), "not the linear kinds' array");
     }
 
     #[test]

@@ -183,7 +183,11 @@ impl Db {
                 // (`has_broken`), and the caller sees the outage as usual.
                 let pool = Pool::builder()
                     .max_size(pool_size.max(2))
-                    .min_idle(Some(1))
+                    // No connections opened ahead in r2d2's background threads: a one-shot
+                    // command (`keys create`) that exited while one of them was in the TLS
+                    // handshake crashed in OpenSSL's exit-time cleanup (SIGSEGV, ~1 in 10
+                    // runs). Connections are opened on demand and then kept.
+                    .min_idle(Some(0))
                     .test_on_check_out(false)
                     .connection_timeout(Duration::from_secs(2))
                     .build_unchecked(ConnectionManager::<PgConnection>::new(u.clone()));

@@ -14,6 +14,7 @@ mod errors;
 mod experiments;
 mod hostile;
 mod learning;
+mod neural;
 mod ope_log;
 mod ops;
 mod outage;
