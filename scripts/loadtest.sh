@@ -239,11 +239,31 @@ metric_all() { # metric_all NAME: sum over every labelled series of NAME on /met
     curl -fsS "$BASE/metrics" | awk -v n="$1" 'index($1, n "{") == 1 || $1 == n { s += $2 } END { printf "%.0f\n", s + 0 }'
 }
 ms() { awk -v u="$1" 'BEGIN { printf "%.2f", u / 1000 }'; }
+hist() { # hist NAME: "LE COUNT" lines of histogram NAME, summed over its labelled series
+    curl -fsS "$BASE/metrics" | awk -v n="$1_bucket{" 'index($1, n) == 1 {
+        match($1, /le="[^"]*"/); le = substr($1, RSTART + 4, RLENGTH - 5); c[le] += $2
+    } END { for (le in c) print le, c[le] }' | sort -g
+}
+hist_quantile() { # hist_quantile Q BEFORE AFTER: quantile (ms) of the observations between two hist snapshots,
+    # interpolated linearly inside the bucket, as Prometheus' histogram_quantile does
+    join <(sort -k1,1 <<<"$2") <(sort -k1,1 <<<"$3") | sort -g | awk -v q="$1" '
+        { le[NR] = $1; n[NR] = $3 - $2 } END {
+            total = n[NR]; if (total <= 0) { print "–"; exit }
+            want = q * total; lo = 0; prev = 0
+            for (i = 1; i <= NR; i++) {
+                if (n[i] >= want) {
+                    if (le[i] == "+Inf") { printf "> %.1f", lo * 1000; exit }
+                    printf "%.2f", 1000 * (lo + (le[i] - lo) * (want - prev) / ((n[i] - prev) > 0 ? n[i] - prev : 1)); exit
+                }
+                lo = le[i]; prev = n[i]
+            }
+        }'
+}
 
 TOTAL_NON2XX=0
 WRK_RUNS=0
 ROWS=()
-CEIL_RPS=(); ASSIGN_RPS=(); RATIOS=(); ASSIGN_P99=(); CEIL_P99=(); CEIL_CPU=(); ASSIGN_SRV=(); ASSIGN_DB=(); OTHER=()
+CEIL_RPS=(); ASSIGN_RPS=(); RATIOS=(); ASSIGN_P99=(); CEIL_P99=(); CEIL_CPU=(); ASSIGN_SRV=(); ASSIGN_DB=(); OTHER=(); SERVER_P99=()
 
 record() { # record RUN WHAT RESULT_LINE
     local run=$1 what=$2 line=$3
@@ -267,6 +287,7 @@ for run in $(seq 1 "$RUNS"); do
     b0=$(metric strategist_writer_batch_size_sum); n0=$(metric strategist_writer_batch_size_count)
     c0=$(metric strategist_writer_commit_seconds_sum)
     l0=$(metric_all strategist_decisions_total); u0=$(metric_all strategist_unlogged_decisions_total)
+    h0=$(hist strategist_decision_duration_seconds)
     log "run $run/$RUNS: POST /v1/assign, ${DURATION}s, $CONNECTIONS connections"
     wait_idle
     asg=$(wrk_run "assign-$run" "$DURATION" -s scripts/assign.lua "$BASE/v1/assign")
@@ -274,6 +295,8 @@ for run in $(seq 1 "$RUNS"); do
     b1=$(metric strategist_writer_batch_size_sum); n1=$(metric strategist_writer_batch_size_count)
     c1=$(metric strategist_writer_commit_seconds_sum)
     l1=$(metric_all strategist_decisions_total); u1=$(metric_all strategist_unlogged_decisions_total)
+    h1=$(hist strategist_decision_duration_seconds)
+    SERVER_P99+=("$(hist_quantile 0.99 "$h0" "$h1")")
     # The answers were not parsed in Lua: logged / unlogged as the server counted them.
     asg=$(sed -e "s/ logged=[0-9]*/ logged=$((l1 - l0))/" -e "s/ unlogged=[0-9]*/ unlogged=$((u1 - u0))/" <<<"$asg")
     BATCH_SUM=$(awk -v a="$BATCH_SUM" -v d="$b0" -v e="$b1" 'BEGIN { printf "%.0f", a + e - d }')
@@ -360,6 +383,7 @@ CPU=$(awk -F: '/model name/ { sub(/^ /, "", $2); print $2; exit }' /proc/cpuinfo
     echo "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
     for r in "${ROWS[@]}"; do echo "| ${r//|/ | } |"; done
     echo
+    echo "- server-side decision latency p99 per run (from \`strategist_decision_duration_seconds\`: the handler, from the parsed request to the answer after the commit; without the time a request waits for a worker thread or wrk for the CPU): ${SERVER_P99[*]} ms"
     echo "- /assign ÷ ceiling (throughput), per run: ${RATIOS[*]}; median **$(median "${RATIOS[@]}")** (median req/s: ceiling $(median "${CEIL_RPS[@]}"), assign $(median "${ASSIGN_RPS[@]}"); median p99: ceiling $(ms "$(median "${CEIL_P99[@]}")") ms, assign $(ms "$(median "${ASSIGN_P99[@]}")") ms)"
     echo "- CPU per request (median): ceiling $(median "${CEIL_CPU[@]}") µs ($([ "$BACKEND" = postgres ] && echo "server + Postgres" || echo server)); /assign $(median "${ASSIGN_SRV[@]}") µs in the server$([ "$BACKEND" = postgres ] && echo " + $(median "${ASSIGN_DB[@]}") µs in Postgres" || echo " (SQLite runs inside it)"). Other processes on the machine took $(median "${OTHER[@]}") cores (median over the runs; > 0 means the figures are disturbed)"
     echo "- log writer during /assign: $BATCH_COUNT group commits (~$COMMITS_PER_S/s), mean batch $MEAN_BATCH exposures, mean commit $MEAN_COMMIT ms"
