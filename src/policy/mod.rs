@@ -249,6 +249,10 @@ pub enum PolicySpec {
         l2: f64,
         #[serde(default)]
         seed: u64,
+        /// Training objective: `snipw` (default) or `dr` (doubly robust, with a ridge
+        /// reward model per arm as the policy gradient's baseline).
+        #[serde(default)]
+        objective: neural::Objective,
         /// Shortest time between two retrains, a duration such as "15m" (> 0, at most 30 days).
         #[serde(default = "default_retrain_every")]
         retrain_every: String,
@@ -353,6 +357,7 @@ impl PolicySpec {
                 batch_size,
                 l2,
                 seed,
+                objective,
                 ..
             } => Some(neural::NeuralParams {
                 features: *features,
@@ -365,6 +370,7 @@ impl PolicySpec {
                 batch_size: *batch_size,
                 l2: *l2,
                 seed: *seed,
+                objective: *objective,
             }),
             _ => None,
         }
@@ -975,6 +981,12 @@ mod tests {
             })
         );
         spec.validate(&keys(3)).unwrap();
+        // The objective: `snipw` unless `dr` is asked for; anything else is refused by name.
+        assert_eq!(params.objective, neural::Objective::Snipw);
+        let dr: PolicySpec = toml::from_str("kind = \"neural_pg\"\nfeatures = 5\nobjective = \"dr\"").unwrap();
+        assert_eq!(dr.neural_params().unwrap().objective, neural::Objective::Dr);
+        let bad = toml::from_str::<PolicySpec>("kind = \"neural_pg\"\nfeatures = 5\nobjective = \"ips\"");
+        assert!(bad.unwrap_err().to_string().contains("unknown variant `ips`"));
         // Defaults: NeuralParams' own, and the learner's schedule.
         let d = neural(20);
         assert_eq!(d.neural_params().unwrap(), neural::NeuralParams::new(20));

@@ -151,6 +151,23 @@ pub(crate) fn default_batch_size() -> usize {
     256
 }
 
+/// What [`NeuralPolicy::train`] maximises over the logged rows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Objective {
+    /// The clipped self-normalised IPW estimate of the policy's value (Norm-POEM's
+    /// estimator): only the logged arm of each row carries a gradient.
+    #[default]
+    Snipw,
+    /// The doubly robust estimate (Dudík, Langford & Li, "Doubly Robust Policy
+    /// Evaluation and Learning", ICML 2011): `Σ_a π_θ(a|x) q̂(x, a) + w (r − q̂(x, a_i))`
+    /// with clipped `w`, where `q̂` is a ridge regression per arm on the features, fitted on
+    /// the same rows before each training run. The reward model is the action-dependent
+    /// baseline of the policy gradient: every arm of every row gets a gradient through
+    /// the first term, and the importance-weighted residual corrects the model's bias.
+    Dr,
+}
+
 /// Parameters of `neural_pg` (as a definition would write them; unknown
 /// fields are rejected). Only `features` is required.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -185,6 +202,9 @@ pub struct NeuralParams {
     /// Seed of the weight initialisation and of the minibatch shuffles.
     #[serde(default)]
     pub seed: u64,
+    /// The training objective (default `snipw`).
+    #[serde(default)]
+    pub objective: Objective,
 }
 
 impl NeuralParams {
@@ -201,6 +221,7 @@ impl NeuralParams {
             batch_size: default_batch_size(),
             l2: 0.0,
             seed: 0,
+            objective: Objective::Snipw,
         }
     }
 
@@ -457,6 +478,27 @@ pub struct LoggedRow {
     pub reward: f64,
 }
 
+/// The doubly robust objective's reward model: a ridge regression per arm (λ = 1, with an
+/// intercept) on the rows' feature vectors, fitted on all `rows`; returns the predictions
+/// for every (row, arm), row-major, clamped to the range of the observed rewards.
+fn reward_model(rows: &[LoggedRow], arms: usize, features: usize) -> Result<Vec<f32>, NeuralError> {
+    let mut model = super::linear::LinearState::new(arms, features, true, 1.0)
+        .map_err(|e| NeuralError::input(format!("reward model: {e}")))?;
+    let (lo, hi) = rows.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), r| (lo.min(r.reward), hi.max(r.reward)));
+    let xs: Vec<Vec<f64>> = rows.iter().map(|r| r.input.features.iter().map(|v| f64::from(*v)).collect()).collect();
+    for (r, x) in rows.iter().zip(&xs) {
+        model.observe(r.arm, x, r.reward).map_err(|e| NeuralError::input(format!("reward model: {e}")))?;
+    }
+    let mut q = Vec::with_capacity(rows.len() * arms);
+    for x in &xs {
+        for a in 0..arms {
+            let (mean, _) = model.predict(a, x).map_err(|e| NeuralError::input(format!("reward model: {e}")))?;
+            q.push(mean.clamp(lo, hi) as f32);
+        }
+    }
+    Ok(q)
+}
+
 /// What a training run did.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TrainReport {
@@ -630,10 +672,17 @@ impl NeuralPolicy {
         let mut rng = StdRng::seed_from_u64(self.params.seed ^ (rows.len() as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15));
         let mut order: Vec<usize> = (0..rows.len()).collect();
         let mut steps = 0u64;
+        let q = match self.params.objective {
+            Objective::Snipw => None,
+            Objective::Dr => Some(reward_model(rows, self.arms, self.params.features)?),
+        };
         for _ in 0..self.params.epochs {
             order.shuffle(&mut rng);
             for chunk in order.chunks(self.params.batch_size) {
-                let loss = self.minibatch_loss(rows, chunk, baseline)?;
+                let loss = match &q {
+                    None => self.minibatch_loss(rows, chunk, baseline)?,
+                    Some(q) => self.minibatch_loss_dr(rows, chunk, q)?,
+                };
                 opt.backward_step(&loss)?;
                 steps += 1;
             }
@@ -660,6 +709,29 @@ impl NeuralPolicy {
         let num = (&w * centred)?.sum_all()?;
         let den = w.sum_all()?;
         Ok((num / den)?.neg()?)
+    }
+
+    /// `−(1/n) Σ_i [Σ_a π_θ(a|x_i) q̂_ia + w_i (r_i − q̂_i,a_i)]` over the minibatch, with
+    /// `w_i = min(π_θ(a_i|x_i)/p_i, clip)`; `q` holds `q̂` row-major (rows × arms).
+    fn minibatch_loss_dr(&self, rows: &[LoggedRow], chunk: &[usize], q: &[f32]) -> Result<Tensor, NeuralError> {
+        let inputs: Vec<&NeuralInput> = chunk.iter().map(|&i| &rows[i].input).collect();
+        let batch = NeuralBatch::new(&inputs, self.params.features, &self.device)?;
+        let (n, k) = (chunk.len(), self.arms);
+        let arms: Vec<u32> = chunk.iter().map(|&i| rows[i].arm as u32).collect();
+        let inv_p: Vec<f32> = chunk.iter().map(|&i| (1.0 / rows[i].propensity) as f32).collect();
+        let residual: Vec<f32> =
+            chunk.iter().map(|&i| rows[i].reward as f32 - q[i * k + rows[i].arm]).collect();
+        let q_rows: Vec<f32> = chunk.iter().flat_map(|&i| q[i * k..(i + 1) * k].iter().copied()).collect();
+        let arms = Tensor::from_vec(arms, (n, 1), &self.device)?;
+        let inv_p = Tensor::from_vec(inv_p, n, &self.device)?;
+        let residual = Tensor::from_vec(residual, n, &self.device)?;
+        let q_rows = Tensor::from_vec(q_rows, (n, k), &self.device)?;
+        let log_pi = candle_nn::ops::log_softmax(&self.net.forward(&batch)?, D::Minus1)?;
+        let pi = log_pi.exp()?;
+        let direct = (&pi * q_rows)?.sum(1)?;
+        let w = (pi.gather(&arms, 1)?.squeeze(1)? * inv_p)?.minimum(self.params.clip as f32)?;
+        let value = (direct + (w * residual)?)?.mean_all()?;
+        Ok(value.neg()?)
     }
 
     /// The weights as safetensors bytes (f32, sorted names), hex-encoded, with the parameters.
@@ -1111,6 +1183,44 @@ mod tests {
         );
         let p = policy.pmfs(&[bought, viewed]).unwrap();
         assert!(p[0][2] > p[1][2] + 0.1, "{p:?}");
+    }
+
+    #[test]
+    fn the_doubly_robust_objective_learns_from_few_rows_and_its_reward_model_fits_a_linear_world() {
+        // The reward model: ridge per arm on the features (λ = 1 barely matters at n = 400).
+        let mut rng = StdRng::seed_from_u64(5);
+        let rows: Vec<LoggedRow> = (0..400)
+            .map(|i| {
+                let x: Vec<f64> = (0..2).map(|_| StandardNormal.sample(&mut rng)).collect();
+                let arm = i % 2;
+                let reward = if arm == 0 { 2.0 * x[0] } else { 1.0 - x[1] };
+                LoggedRow { input: NeuralInput::without_events(&x), arm, propensity: 0.5, reward }
+            })
+            .collect();
+        let q = reward_model(&rows, 2, 2).unwrap();
+        for (i, r) in rows.iter().enumerate().take(50) {
+            let x = &r.input.features;
+            let truth = [2.0 * f64::from(x[0]), 1.0 - f64::from(x[1])];
+            for a in 0..2 {
+                assert!((f64::from(q[i * 2 + a]) - truth[a]).abs() < 0.05, "row {i} arm {a}: {} vs {}", q[i * 2 + a], truth[a]);
+            }
+        }
+
+        // On the world above with a quarter of the rows the SNIPW test uses, the doubly
+        // robust objective still closes most of the gap between uniform and the best policy
+        // in true value: every arm of every row carries a gradient through the model.
+        let params =
+            NeuralParams { epochs: 25, batch_size: 50, learning_rate: 0.01, objective: Objective::Dr, ..tiny(4, 7) };
+        let rows = logged(250, 43);
+        let mut policy = NeuralPolicy::new(params, 3, &Device::Cpu).unwrap();
+        let (v0, uniform, best) = true_values(&policy, 2_000);
+        let report = policy.train(&rows).unwrap();
+        let (v1, _, _) = true_values(&policy, 2_000);
+        assert!(
+            v1 > uniform + 0.5 * (best - uniform),
+            "before {v0:.3}, after {v1:.3}, uniform {uniform:.3}, best {best:.3}, {report:?}"
+        );
+        assert_eq!(report.steps, 25 * 5);
     }
 
     #[test]
