@@ -94,6 +94,7 @@ fn concurrent_writer_threads_keep_sticky_claims_and_idempotency_consistent() {
         policy_version: 1,
         created_at: now,
         features: None,
+        shadow_pmf: None,
     };
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     let (answers, rewards) = rt.block_on(async {

@@ -225,14 +225,16 @@ async fn decide_one(state: &web::Data<AppState>, req: AssignRequest) -> Result<A
             }
         }
     }
-    let pmf_json: serde_json::Map<String, serde_json::Value> = exp
-        .definition
-        .arms
-        .iter()
-        .zip(&pmf)
-        .filter(|(_, p)| **p > 0.0)
-        .map(|(a, p)| (a.key.clone(), serde_json::Value::from(*p)))
-        .collect();
+    let pmf_json = pmf_object(&exp, &pmf);
+    // Shadow mode: the candidate's PMF for the same request, logged beside the live one;
+    // the served arm and its propensity stay the live policy's.
+    let shadow_pmf = match exp.shadow_pmf(&req.unit_id, &request_id, input, &eligible) {
+        Ok(p) => p.map(|p| serde_json::Value::Object(pmf_object(&exp, &p)).to_string()),
+        Err(e) => {
+            tracing::warn!(experiment = %exp.key, error = %e, "shadow candidate could not score the request");
+            None
+        }
+    };
     let exposure_id = crate::keys::time_ordered_id().to_string();
     let row = ExposureRow {
         id: exposure_id.clone(),
@@ -247,6 +249,7 @@ async fn decide_one(state: &web::Data<AppState>, req: AssignRequest) -> Result<A
         policy_version: exp.policy_version,
         created_at,
         features: features.map(|x| serde_json::to_string(&x)).transpose().map_err(ApiError::internal)?,
+        shadow_pmf,
     };
     match state.writer.write(WriteItem::Exposure(ExposureWrite { row, sticky })).await {
         Ok(WriteOutcome::Logged { arm: logged_arm, propensity, sticky }) => {
@@ -274,6 +277,18 @@ async fn decide_one(state: &web::Data<AppState>, req: AssignRequest) -> Result<A
             Ok(unlogged(&exp, exp.default_arm_among(&eligible), Unlogged::StoreUnavailable, state))
         }
     }
+}
+
+/// A PMF over the experiment's arms as the JSON object logged with exposures (arm →
+/// probability, zero entries left out).
+fn pmf_object(exp: &LiveExperiment, pmf: &[f64]) -> serde_json::Map<String, serde_json::Value> {
+    exp.definition
+        .arms
+        .iter()
+        .zip(pmf)
+        .filter(|(_, p)| **p > 0.0)
+        .map(|(a, p)| (a.key.clone(), serde_json::Value::from(*p)))
+        .collect()
 }
 
 /// Cuts user-supplied text echoed in messages to a sane length.

@@ -104,6 +104,7 @@ impl From<AdminError> for ApiError {
             AdminError::UnknownArm(_) => ApiError::unprocessable("unknown_arm", e.to_string()),
             AdminError::InvalidRequest(_) => ApiError::unprocessable("invalid_request", e.to_string()),
             AdminError::NothingToRollBack(_) => ApiError::conflict("nothing_to_roll_back", e.to_string()),
+            AdminError::NoShadow(_) => ApiError::not_found("no_shadow_policy", e.to_string()),
             AdminError::Store(s) => s.into(),
         }
     }
@@ -356,4 +357,171 @@ pub async fn results(
             ),
         )),
     }
+}
+
+// ---------------------------------------------------------------- shadow mode
+
+/// A shadow candidate and how it compares with the live policy on the logged data.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct ShadowView {
+    pub experiment: String,
+    pub version: i32,
+    /// The live policy's kind.
+    pub live_kind: String,
+    /// The candidate's kind.
+    pub candidate_kind: String,
+    pub auto_promote: bool,
+    /// Exposures made at or before this time (UTC; `now − reward_wait`) are evaluated.
+    #[schema(value_type = String)]
+    pub cutoff: chrono::NaiveDateTime,
+    /// The candidate's context-free PMF (before eligibility and the floor), as its latest
+    /// state has it; null for a contextual candidate or before any state is loaded.
+    #[schema(value_type = Option<Object>)]
+    pub candidate_pmf: Option<serde_json::Map<String, serde_json::Value>>,
+    pub evaluation: crate::learner::shadow::ShadowEvaluation,
+}
+
+/// Body of the shadow actions (optional).
+#[derive(Debug, Clone, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ShadowActionRequest {
+    /// Why: goes to the audit log.
+    #[serde(default)]
+    #[schema(max_length = 2000)]
+    pub reason: String,
+}
+
+async fn shadow_reason(state: &web::Data<AppState>, payload: web::Payload) -> Result<String, ApiError> {
+    let body = super::error::read_body(payload, state.max_body_bytes).await?;
+    let body: ShadowActionRequest = if body.iter().all(u8::is_ascii_whitespace) {
+        ShadowActionRequest::default()
+    } else {
+        serde_json::from_slice(&body).map_err(|e| {
+            if e.is_data() {
+                ApiError::unprocessable("invalid_request", format!("the request does not match the schema: {e}"))
+            } else {
+                ApiError::bad_request("invalid_json", format!("the body is not valid JSON: {e}"))
+            }
+        })?
+    };
+    if body.reason.chars().count() > 2000 {
+        return Err(ApiError::unprocessable("invalid_reason", "`reason` is at most 2000 characters"));
+    }
+    if let Some(why) = text_problem(&body.reason, true) {
+        return Err(ApiError::unprocessable("invalid_reason", format!("`reason` {why}")));
+    }
+    Ok(body.reason)
+}
+
+/// Shadow mode: the candidate's off-policy value (SNIPW over the matured exposures that
+/// logged its PMF, with its interval at `shadow.confidence`), the live policy's on-policy
+/// value over the same exposures, the effective sample size, and the rule's decision
+/// (`promote` when the candidate's lower bound beats the live value after
+/// `shadow.min_exposures` exposures, else `keep_live` or `insufficient_data`).
+#[utoipa::path(get, path = "/v1/experiments/{key}/shadow", tag = "experiments",
+    params(("key" = String, Path, description = "Experiment key")),
+    responses((status = 200, body = ShadowView),
+        (status = 404, description = "`experiment_not_found` or `no_shadow_policy`", body = ErrorBody),
+        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn shadow(state: web::Data<AppState>, path: web::Path<String>) -> Result<HttpResponse, ApiError> {
+    let e = load(&state, path.into_inner()).await?;
+    let Some(candidate) = e.definition.shadow.clone() else {
+        return Err(AdminError::NoShadow(e.row.key.clone()).into());
+    };
+    let cutoff = crate::experiment::definition::time_before(crate::store::now(), e.definition.reward_wait_duration());
+    let st = state.clone();
+    let stored = e.clone();
+    let evaluation = web::block(move || crate::learner::shadow::evaluate_stored(&st.db, &stored, cutoff))
+        .await??
+        .ok_or_else(|| ApiError::from(AdminError::NoShadow(e.row.key.clone())))?;
+    let candidate_pmf = if candidate.policy.is_contextual() {
+        None
+    } else {
+        let registry = state.registry.load();
+        registry.get(&e.row.key).filter(|l| l.version == e.row.current_version).and_then(|l| {
+            l.snapshot.shadow.as_ref().map(|s| {
+                l.definition
+                    .arms
+                    .iter()
+                    .zip(&s.policy.pmf)
+                    .map(|(a, p)| (a.key.clone(), serde_json::Value::from(*p)))
+                    .collect()
+            })
+        })
+    };
+    Ok(HttpResponse::Ok().json(ShadowView {
+        experiment: e.row.key.clone(),
+        version: e.row.current_version,
+        live_kind: e.definition.policy.kind().into(),
+        candidate_kind: candidate.policy.kind().into(),
+        auto_promote: candidate.auto_promote,
+        cutoff,
+        candidate_pmf,
+        evaluation,
+    }))
+}
+
+/// Shadow mode: an admin makes the candidate live now, whatever the numbers (a new version
+/// whose policy is the candidate); audited as `promote_shadow` with the caller as actor and
+/// the evaluation at that moment.
+#[utoipa::path(post, path = "/v1/experiments/{key}/shadow/promote", tag = "experiments",
+    request_body = Option<ShadowActionRequest>,
+    params(("key" = String, Path, description = "Experiment key")),
+    responses((status = 200, body = ExperimentView),
+        (status = 404, description = "`experiment_not_found` or `no_shadow_policy`", body = ErrorBody),
+        (status = 409, description = "`invalid_transition`: not running or paused", body = ErrorBody),
+        (status = 422, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn shadow_promote(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    path: web::Path<String>,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    let key = path.into_inner();
+    check_path_key(&key)?;
+    let reason = shadow_reason(&state, payload).await?;
+    let who = actor(&req);
+    let st = state.clone();
+    let stored = web::block(move || {
+        let current = queries::get_experiment(&st.db, &key).map_err(|e| match e {
+            crate::store::StoreError::NotFound => AdminError::NotFound(key.clone()),
+            other => AdminError::Store(other),
+        })?;
+        let cutoff =
+            crate::experiment::definition::time_before(crate::store::now(), current.definition.reward_wait_duration());
+        let evaluation = crate::learner::shadow::evaluate_stored(&st.db, &current, cutoff)?
+            .map(|e| serde_json::to_value(e).unwrap_or_default())
+            .unwrap_or_default();
+        admin::promote_shadow(&st.db, &key, &who, &reason, evaluation)
+    })
+    .await??;
+    reload(&state).await;
+    Ok(HttpResponse::Ok().json(view(&state, &stored)))
+}
+
+/// Shadow mode: drop the candidate (a new version without `[shadow]`), audited as
+/// `drop_shadow`.
+#[utoipa::path(delete, path = "/v1/experiments/{key}/shadow", tag = "experiments",
+    request_body = Option<ShadowActionRequest>,
+    params(("key" = String, Path, description = "Experiment key")),
+    responses((status = 200, body = ExperimentView),
+        (status = 404, description = "`experiment_not_found` or `no_shadow_policy`", body = ErrorBody),
+        (status = 422, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn shadow_drop(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    path: web::Path<String>,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    let key = path.into_inner();
+    check_path_key(&key)?;
+    let reason = shadow_reason(&state, payload).await?;
+    let who = actor(&req);
+    let st = state.clone();
+    let stored = web::block(move || admin::drop_shadow(&st.db, &key, &who, &reason)).await??;
+    reload(&state).await;
+    Ok(HttpResponse::Ok().json(view(&state, &stored)))
 }

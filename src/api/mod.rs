@@ -39,6 +39,9 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("get", "/v1/experiments/{key}/decisions"),
     ("get", "/v1/experiments/{key}/results"),
     ("get", "/v1/experiments/{key}/charts"),
+    ("get", "/v1/experiments/{key}/shadow"),
+    ("delete", "/v1/experiments/{key}/shadow"),
+    ("post", "/v1/experiments/{key}/shadow/promote"),
     ("get", "/v1/reports"),
     ("get", "/v1/reports/weekly"),
     ("get", "/v1/reports/{week}/{format}"),
@@ -165,6 +168,17 @@ pub fn config(cfg: &mut web::ServiceConfig) {
     .service(
         web::resource("/v1/experiments/{key}/charts")
             .route(web::get().to(reports::experiment_charts).wrap(from_fn(read_scope)))
+            .default_service(web::to(method_not_allowed)),
+    )
+    .service(
+        web::resource("/v1/experiments/{key}/shadow")
+            .route(web::get().to(experiments::shadow).wrap(from_fn(read_scope)))
+            .route(web::delete().to(experiments::shadow_drop).wrap(from_fn(admin_scope)))
+            .default_service(web::to(method_not_allowed)),
+    )
+    .service(
+        web::resource("/v1/experiments/{key}/shadow/promote")
+            .route(web::post().to(experiments::shadow_promote).wrap(from_fn(admin_scope)))
             .default_service(web::to(method_not_allowed)),
     )
     .service(

@@ -71,6 +71,7 @@ impl Modify for CommonResponses {
         events::event, events::event_batch, events::profile,
         experiments::list, experiments::create, experiments::get, experiments::update,
         experiments::action, experiments::decisions, experiments::results,
+        experiments::shadow, experiments::shadow_promote, experiments::shadow_drop,
         reports::experiment_charts, reports::weekly, reports::list, reports::download,
         ops::healthz, ops::readyz, ops::metrics, ops::openapi,
         whoami::whoami,

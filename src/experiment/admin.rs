@@ -29,6 +29,8 @@ pub enum AdminError {
     InvalidRequest(String),
     #[error("nothing to roll back: {0}")]
     NothingToRollBack(String),
+    #[error("experiment `{0}` has no shadow candidate policy")]
+    NoShadow(String),
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -89,20 +91,35 @@ impl Action {
     }
 }
 
-/// The serialized initial snapshot of a definition's policy (priors, no feedback).
+/// The serialized initial snapshot of a definition's policy (priors, no feedback), with
+/// the shadow candidate's initial state inside when the definition has one.
 pub fn initial_snapshot(def: &Definition, salt: &str, version: i32) -> Result<String, AdminError> {
     let arm_keys = def.arm_keys();
     let seed = explore::draw_seed(salt, "policy-initial", &version.to_string());
-    let invalid = |e: policy::PolicyError| {
-        AdminError::Invalid(vec![FieldError { field: "policy".into(), reason: e.to_string() }])
-    };
-    let (state, linear, neural) = if def.policy.is_contextual() {
+    let mut state = initial_state(&def.policy, &arm_keys, seed, "policy")?;
+    if let Some(shadow) = &def.shadow {
+        let seed = explore::draw_seed(salt, "shadow-initial", &version.to_string());
+        state.shadow = Some(Box::new(initial_state(&shadow.policy, &arm_keys, seed, "shadow.policy")?));
+    }
+    serde_json::to_string(&state).map_err(|e| AdminError::Store(StoreError::Corrupt(e.to_string())))
+}
+
+/// The initial state of one policy spec; `field` names it in errors.
+fn initial_state(
+    spec: &policy::PolicySpec,
+    arm_keys: &[String],
+    seed: u64,
+    field: &str,
+) -> Result<SnapshotState, AdminError> {
+    let invalid =
+        |e: policy::PolicyError| AdminError::Invalid(vec![FieldError { field: field.into(), reason: e.to_string() }]);
+    let (state, linear, neural) = if spec.is_contextual() {
         // Shown as uniform; decisions come from the model and each request's context.
         let uniform = policy::PolicySpec::Fixed { weights: None };
-        let shown = policy::initial_state(&uniform, &arm_keys, seed).map_err(invalid)?;
-        if def.policy.is_neural() {
+        let shown = policy::initial_state(&uniform, arm_keys, seed).map_err(invalid)?;
+        if spec.is_neural() {
             // A fresh network drawn from the spec's `seed`.
-            let model = policy::initial_neural_state(&def.policy, &arm_keys).map_err(invalid)?;
+            let model = policy::initial_neural_state(spec, arm_keys).map_err(invalid)?;
             let neural = crate::experiment::registry::NeuralState {
                 model,
                 trained_at: None,
@@ -112,19 +129,19 @@ pub fn initial_snapshot(def: &Definition, salt: &str, version: i32) -> Result<St
             };
             (shown, None, Some(neural))
         } else {
-            (shown, Some(policy::initial_linear_state(&def.policy, &arm_keys).map_err(invalid)?), None)
+            (shown, Some(policy::initial_linear_state(spec, arm_keys).map_err(invalid)?), None)
         }
     } else {
-        (policy::initial_state(&def.policy, &arm_keys, seed).map_err(invalid)?, None, None)
+        (policy::initial_state(spec, arm_keys, seed).map_err(invalid)?, None, None)
     };
-    serde_json::to_string(&SnapshotState {
+    Ok(SnapshotState {
         policy: state,
         feedback: vec![ArmFeedback::default(); arm_keys.len()],
         linear,
         neural,
         learned_until: None,
+        shadow: None,
     })
-    .map_err(|e| AdminError::Store(StoreError::Corrupt(e.to_string())))
 }
 
 fn check(def: &Definition) -> Result<(), AdminError> {
@@ -307,6 +324,89 @@ pub fn promote(
         decision(stored.row.id, "promote", actor, reason, record),
     )?;
     Ok(StoredExperiment { row, definition: stored.definition })
+}
+
+/// Shadow mode: makes the candidate the live policy. The experiment gets a new version whose
+/// `[policy]` is the candidate and whose `[shadow]` is cleared (`[features]` is dropped when
+/// neither policy reads it any more); a linear candidate keeps the model it learned in
+/// shadow. Audited as `promote_shadow` by `actor` with `reason` and `details` (the
+/// evaluation that justified it, or null for an admin's decision).
+pub fn promote_shadow(
+    db: &Db,
+    key: &str,
+    actor: &str,
+    reason: &str,
+    details: serde_json::Value,
+) -> Result<StoredExperiment, AdminError> {
+    let current = queries::get_experiment(db, key).map_err(|e| not_found(e, key))?;
+    let from = current.status();
+    if !matches!(from, Status::Running | Status::Paused) {
+        return Err(AdminError::Transition { action: "promote_shadow", from: from.as_str() });
+    }
+    let Some(candidate) = current.definition.shadow.clone() else {
+        return Err(AdminError::NoShadow(key.to_string()));
+    };
+    // The candidate's learned state, to carry over (linear kinds fold only new exposures).
+    let learned: Option<SnapshotState> = queries::latest_snapshot(db, current.row.id, current.row.current_version)
+        .ok()
+        .and_then(|row| serde_json::from_str::<SnapshotState>(&row.state).ok())
+        .and_then(|s| s.shadow.map(|b| *b));
+    let mut next = current.definition.clone();
+    let replaced = std::mem::replace(&mut next.policy, candidate.policy.clone());
+    next.shadow = None;
+    if !next.policy.is_contextual() {
+        next.features = None;
+    }
+    let (stored, _) = update(db, &next, actor)?;
+    if let Some(state) = learned.filter(|s| s.linear.is_some() && candidate.policy.is_contextual()) {
+        let n: u64 = state.feedback.iter().map(|f| f.n).sum();
+        let json = serde_json::to_string(&state).map_err(|e| AdminError::Store(StoreError::Corrupt(e.to_string())))?;
+        queries::insert_snapshot(db, stored.row.id, stored.row.current_version, &json, n as i64)?;
+    }
+    let reason =
+        if reason.trim().is_empty() { format!("shadow candidate promoted by {actor}") } else { reason.to_string() };
+    queries::insert_decision(
+        db,
+        decision(
+            stored.row.id,
+            "promote_shadow",
+            actor,
+            reason,
+            serde_json::json!({"from_version": current.row.current_version, "new_version": stored.row.current_version,
+                "previous_policy": replaced.kind(), "promoted_policy": candidate.policy.kind(),
+                "evaluation": details}),
+        ),
+    )?;
+    Ok(stored)
+}
+
+/// Shadow mode: drops the candidate (a new version without `[shadow]`), audited as
+/// `drop_shadow`.
+pub fn drop_shadow(db: &Db, key: &str, actor: &str, reason: &str) -> Result<StoredExperiment, AdminError> {
+    let current = queries::get_experiment(db, key).map_err(|e| not_found(e, key))?;
+    let Some(candidate) = current.definition.shadow.clone() else {
+        return Err(AdminError::NoShadow(key.to_string()));
+    };
+    let mut next = current.definition.clone();
+    next.shadow = None;
+    if !next.policy.is_contextual() {
+        next.features = None;
+    }
+    let (stored, _) = update(db, &next, actor)?;
+    let reason =
+        if reason.trim().is_empty() { format!("shadow candidate dropped by {actor}") } else { reason.to_string() };
+    queries::insert_decision(
+        db,
+        decision(
+            stored.row.id,
+            "drop_shadow",
+            actor,
+            reason,
+            serde_json::json!({"from_version": current.row.current_version, "new_version": stored.row.current_version,
+                "dropped_policy": candidate.policy.kind()}),
+        ),
+    )?;
+    Ok(stored)
 }
 
 /// Rolls back the last promotion (a concluded experiment runs again; a holdout version

@@ -211,6 +211,11 @@ pub struct Definition {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<Object>)]
     pub features: Option<crate::profile::schema::FeatureSchema>,
+    /// Shadow mode: a candidate policy scored on every logged decision (its PMF is logged in
+    /// `exposures.shadow_pmf`) but never served, evaluated off-policy on what the live policy
+    /// logged, and promoted when its lower confidence bound beats the live value.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shadow: Option<ShadowDef>,
     /// Desired status when the file is first applied (`draft` if absent).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub status: Option<Status>,
@@ -218,6 +223,42 @@ pub struct Definition {
 
 fn one() -> f64 {
     1.0
+}
+
+/// The `[shadow]` table: a candidate policy and when it may replace the live one.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ShadowDef {
+    /// The candidate, written like `[policy]` (any kind but `neural_pg`). A contextual
+    /// candidate (`lin_ts`, `lin_ucb`) reads the experiment's `[features]`.
+    #[schema(value_type = Object)]
+    pub policy: PolicySpec,
+    /// Matured exposures carrying the candidate's PMF needed before any decision.
+    #[serde(default = "default_min_exposures")]
+    #[schema(minimum = 2)]
+    pub min_exposures: u64,
+    /// Two-sided confidence level of the intervals; the lower bound of the candidate's
+    /// interval must beat the live policy's value for a promotion.
+    #[serde(default = "default_confidence")]
+    #[schema(minimum = 0.5, maximum = 0.999)]
+    pub confidence: f64,
+    /// Promote automatically (the learner's pass) when the rule holds; otherwise only an
+    /// admin promotes (`POST /v1/experiments/{key}/shadow/promote`).
+    #[serde(default = "yes")]
+    pub auto_promote: bool,
+}
+
+/// Largest `shadow.min_exposures`.
+pub const MAX_SHADOW_MIN_EXPOSURES: u64 = 1_000_000_000;
+
+fn default_min_exposures() -> u64 {
+    500
+}
+fn default_confidence() -> f64 {
+    0.95
+}
+fn yes() -> bool {
+    true
 }
 
 /// The context length a contextual policy expects (`None`: the policy reads no context).
@@ -319,7 +360,7 @@ impl Definition {
 
     /// Whether a change from `self` to `next` needs a new version (arms or policy).
     pub fn needs_new_version(&self, next: &Definition) -> bool {
-        self.arms != next.arms || self.policy != next.policy
+        self.arms != next.arms || self.policy != next.policy || self.shadow != next.shadow
     }
 
     /// Every problem at once, each naming its field.
@@ -441,27 +482,68 @@ impl Definition {
         if let Err(e) = self.policy.validate(&self.arm_keys()) {
             err("policy".into(), e.to_string());
         }
+        if let Some(shadow) = &self.shadow {
+            if let Err(e) = shadow.policy.validate(&self.arm_keys()) {
+                err("shadow.policy".into(), e.to_string());
+            }
+            if shadow.policy.is_neural() {
+                err("shadow.policy".into(), "a `neural_pg` candidate cannot run in shadow mode".into());
+            } else if shadow.policy.is_contextual() && self.policy.is_neural() {
+                err(
+                    "shadow.policy".into(),
+                    "a contextual candidate needs the encoded context a linear or context-free live policy logs; \
+                     `neural_pg` logs its own"
+                        .into(),
+                );
+            }
+            if shadow.min_exposures < 2 || shadow.min_exposures > MAX_SHADOW_MIN_EXPOSURES {
+                err("shadow.min_exposures".into(), format!("must be in [2, {MAX_SHADOW_MIN_EXPOSURES}]"));
+            }
+            if !shadow.confidence.is_finite() || !(0.5..=0.999).contains(&shadow.confidence) {
+                err("shadow.confidence".into(), "must be in [0.5, 0.999]".into());
+            }
+        }
+        let shadow_dim = self.shadow.as_ref().and_then(|s| context_dimension(&s.policy));
         match (&self.features, context_dimension(&self.policy)) {
-            (Some(f), Some(dim)) => match f.validate() {
+            (Some(f), live_dim) if live_dim.is_some() || shadow_dim.is_some() => match f.validate() {
                 Err(e) => err(format!("features.{}", e.field), e.reason),
-                Ok(()) if f.dimension() != dim => err(
-                    "policy.features".into(),
-                    format!("must equal the encoded length of `[features]`, which is {}", f.dimension()),
-                ),
-                Ok(()) => {}
+                Ok(()) => {
+                    if live_dim.is_some_and(|d| d != f.dimension()) {
+                        err(
+                            "policy.features".into(),
+                            format!("must equal the encoded length of `[features]`, which is {}", f.dimension()),
+                        );
+                    }
+                    if shadow_dim.is_some_and(|d| d != f.dimension()) {
+                        err(
+                            "shadow.policy.features".into(),
+                            format!("must equal the encoded length of `[features]`, which is {}", f.dimension()),
+                        );
+                    }
+                }
             },
             (None, Some(_)) => err(
                 "features".into(),
                 format!("policy `{}` is contextual: declare the features it reads in `[features]`", self.policy.kind()),
             ),
-            (Some(_), None) => err(
+            (Some(_), _) => err(
                 "features".into(),
                 format!(
                     "policy `{}` reads no context: remove `[features]` or use lin_ts / lin_ucb / neural_pg",
                     self.policy.kind()
                 ),
             ),
-            (None, None) => {}
+            (None, None) => {
+                if let (Some(shadow), Some(_)) = (&self.shadow, shadow_dim) {
+                    err(
+                        "features".into(),
+                        format!(
+                            "shadow candidate `{}` is contextual: declare the features it reads in `[features]`",
+                            shadow.policy.kind()
+                        ),
+                    );
+                }
+            }
         }
         for (field, reason) in self.analysis.validate() {
             err(format!("analysis.{field}"), reason);

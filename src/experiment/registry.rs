@@ -40,6 +40,10 @@ pub struct SnapshotState {
     /// were matured when the network was last trained).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub learned_until: Option<chrono::NaiveDateTime>,
+    /// Shadow mode: the candidate policy's own state (same shape: context-free PMF and
+    /// feedback, or a linear model), learned from the same log; `None` without a candidate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shadow: Option<Box<SnapshotState>>,
 }
 
 /// The network of a `neural_pg` snapshot and what its last retrain did.
@@ -210,6 +214,21 @@ impl LiveExperiment {
                 e.definition.policy.kind()
             ));
         }
+        if let (Some(candidate), Some(state)) = (&e.definition.shadow, &snapshot.shadow) {
+            let fits = state.policy.pmf.len() == arms
+                && state.neural.is_none()
+                && state.linear.as_ref().map_or(!candidate.policy.is_contextual(), |l| {
+                    l.arms() == arms && candidate.policy.is_contextual()
+                });
+            if !fits {
+                return Err(format!(
+                    "snapshot {} of `{}` holds a shadow state that does not match its candidate `{}`",
+                    snap.policy_version,
+                    e.row.key,
+                    candidate.policy.kind()
+                ));
+            }
+        }
         let status = e.status();
         Ok(LiveExperiment {
             id: e.row.id,
@@ -348,6 +367,36 @@ impl LiveExperiment {
         let u = explore::unit_uniform(seed);
         let arm = explore::draw(&pmf, u);
         Ok(Draw::Drawn { arm, propensity: pmf[arm], pmf })
+    }
+
+    /// Shadow mode: the candidate policy's PMF over all arms for the request that
+    /// [`Self::decide`] just drew for — same eligibility, same exploration floor, the same
+    /// encoded context for a linear candidate — without I/O and without touching the draw.
+    /// `None` when the experiment has no candidate (or no candidate state yet); an error
+    /// when the candidate cannot score this input.
+    pub fn shadow_pmf(
+        &self,
+        unit_id: &str,
+        request_id: &str,
+        input: PolicyInput<'_>,
+        eligible: &[bool],
+    ) -> Result<Option<Vec<f64>>, PolicyError> {
+        let (Some(candidate), Some(state)) = (&self.definition.shadow, &self.snapshot.shadow) else {
+            return Ok(None);
+        };
+        let floor = self.definition.min_propensity;
+        let pmf = match (&state.linear, candidate.policy.linear_exploration()) {
+            (Some(model), Some(exploration)) => {
+                let PolicyInput::Features(x) = input else {
+                    return Err(PolicyError::NeedsContext { kind: candidate.policy.kind() });
+                };
+                let seed = explore::draw_seed(&self.salt, unit_id, request_id);
+                let mc_seed = explore::draw_seed(&self.salt, "shadow-pmf", &seed.to_string());
+                model.pmf(exploration, x, eligible, floor, mc_seed)?
+            }
+            _ => explore::restrict_and_floor(&state.policy.pmf, eligible, floor)?,
+        };
+        Ok(Some(pmf))
     }
 }
 
@@ -544,5 +593,69 @@ mod tests {
         assert!(LiveExperiment::from_stored(lin, &snap).unwrap_err().contains("does not match"));
         let (neural, _) = stored(POLICY);
         assert!(LiveExperiment::from_stored(neural, &lin_snap).unwrap_err().contains("does not match"));
+    }
+}
+
+#[cfg(test)]
+mod shadow_tests {
+    use super::*;
+    use crate::experiment::definition::from_toml;
+    use crate::store::models::ExperimentRow;
+
+    fn live(shadow: &str) -> LiveExperiment {
+        let definition = from_toml(&format!(
+            "key = \"s\"\nname = \"Shadow\"\nmin_propensity = 0.05\nstatus = \"running\"\n\
+             [[arms]]\nkey = \"a\"\ncontrol = true\n[[arms]]\nkey = \"b\"\n[[arms]]\nkey = \"c\"\n\
+             [policy]\nkind = \"fixed\"\nweights = {{ a = 0.8, b = 0.1, c = 0.1 }}\n\
+             [primary_metric]\nname = \"purchase\"\nkind = \"conversion\"\n{shadow}"
+        ))
+        .unwrap();
+        assert!(definition.validate().is_empty(), "{:?}", definition.validate());
+        let state = crate::experiment::admin::initial_snapshot(&definition, "salt", 1).unwrap();
+        let at = chrono::DateTime::UNIX_EPOCH.naive_utc();
+        let row = ExperimentRow {
+            id: 1,
+            key: "s".into(),
+            name: "Shadow".into(),
+            status: "running".into(),
+            current_version: 1,
+            salt: "salt".into(),
+            promoted_arm: None,
+            created_at: at,
+            updated_at: at,
+        };
+        let snap = SnapshotRow {
+            id: 1,
+            experiment_id: 1,
+            version: 1,
+            policy_version: 1,
+            state,
+            n_feedback: 0,
+            created_at: at,
+        };
+        LiveExperiment::from_stored(StoredExperiment { row, definition }, &snap).unwrap()
+    }
+
+    #[test]
+    fn the_candidates_pmf_is_floored_and_restricted_like_the_live_one_and_leaves_the_draw_alone() {
+        let with = live("[shadow]\npolicy = { kind = \"fixed\", weights = { a = 0.0, b = 0.0, c = 1.0 } }\n");
+        let without = live("");
+        let ctx = Context::new();
+        let eligible = [true, false, true];
+        let cand = with.shadow_pmf("u", "r", PolicyInput::None, &eligible).unwrap().expect("a candidate");
+        // Restricted to a and c, then floored at 0.05 over the two eligible arms.
+        assert_eq!(cand[1], 0.0);
+        assert!((cand[0] - 0.05).abs() < 1e-12 && (cand[2] - 0.95).abs() < 1e-12, "{cand:?}");
+        assert_eq!(without.shadow_pmf("u", "r", PolicyInput::None, &eligible).unwrap(), None);
+        // The served draw is the live policy's, with or without a candidate.
+        for i in 0..50 {
+            let unit = format!("u{i}");
+            assert_eq!(
+                with.decide(&unit, "r", &ctx, PolicyInput::None, &eligible).unwrap(),
+                without.decide(&unit, "r", &ctx, PolicyInput::None, &eligible).unwrap()
+            );
+        }
+        // A changed candidate is a new version.
+        assert!(without.definition.needs_new_version(&with.definition));
     }
 }

@@ -72,6 +72,7 @@ pub fn update(
         linear: Some(model),
         neural: None,
         learned_until: Some(until),
+        shadow: previous.shadow.clone(),
     };
     Ok(Some((next, folded)))
 }

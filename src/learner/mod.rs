@@ -17,6 +17,7 @@
 
 pub mod contextual;
 pub mod neural;
+pub mod shadow;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -78,6 +79,8 @@ pub struct RunReport {
     pub experiments: usize,
     pub snapshots_written: usize,
     pub skipped_locked: bool,
+    /// Shadow candidates promoted to live by this run.
+    pub promotions: usize,
 }
 
 /// One learner pass over every running or paused experiment, as of `now`, training
@@ -98,62 +101,122 @@ pub fn run_once_on(db: &Db, metrics: &Metrics, now: NaiveDateTime, device: &Devi
         }
         report.experiments += 1;
         let def = &stored.definition;
-        let arm_keys = def.arm_keys();
         let until = crate::experiment::definition::time_before(now, def.reward_wait_duration());
-        if def.policy.is_neural() {
-            let previous: SnapshotState = serde_json::from_str(&snap.state)
-                .map_err(|e| StoreError::Corrupt(format!("snapshot of `{}`: {e}", stored.row.key)))?;
-            let Some((next, done)) = neural::update(db, &stored, &previous, until, now, device)? else { continue };
-            let (pv, n_feedback) = write_snapshot(db, metrics, &stored, &next)?;
-            let (before, after) =
-                done.report.as_ref().map_or((f64::NAN, f64::NAN), |r| (r.snips_before, r.snips_after));
-            tracing::info!(experiment = %stored.row.key, policy_version = pv, n_feedback, rows = done.rows, new_rows = done.new_rows, skipped = done.skipped, snips_before = before, snips_after = after, "new neural policy snapshot");
-            report.snapshots_written += 1;
-            continue;
-        }
-        if def.policy.is_contextual() {
-            let previous: SnapshotState = serde_json::from_str(&snap.state)
-                .map_err(|e| StoreError::Corrupt(format!("snapshot of `{}`: {e}", stored.row.key)))?;
-            let Some((next, folded)) = contextual::update(db, &stored, &previous, until)? else { continue };
-            let (pv, n_feedback) = write_snapshot(db, metrics, &stored, &next)?;
-            tracing::info!(experiment = %stored.row.key, policy_version = pv, n_feedback, folded = folded.rows, skipped = folded.skipped, "new contextual policy snapshot");
-            report.snapshots_written += 1;
-            continue;
-        }
-        let binary = def.policy.wants_binary_reward();
-        let aggregates = queries::arm_feedback(
-            db,
-            stored.row.id,
-            stored.row.current_version,
-            &def.primary_metric.name,
-            binary,
-            until,
-        )?;
-        let mut feedback = vec![ArmFeedback::default(); arm_keys.len()];
-        for a in aggregates {
-            if let Some(i) = def.arm_index(&a.arm) {
-                feedback[i] = ArmFeedback { n: a.n.max(0) as u64, sum: a.s, sum_sq: a.ss };
-            }
-        }
         let previous: Option<SnapshotState> = serde_json::from_str(&snap.state).ok();
-        if previous.as_ref().is_some_and(|p| p.feedback == feedback) {
-            continue;
-        }
-        let next_pv = snap.policy_version + 1;
-        let seed = explore::draw_seed(&stored.row.salt, "policy-snapshot", &next_pv.to_string());
-        let state = match policy::update_state(&def.policy, &arm_keys, &feedback, seed) {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::error!(experiment = %stored.row.key, error = %e, "policy update failed; keeping the previous snapshot");
-                continue;
+        let live_next = live_update(db, &stored, &snap, previous.as_ref(), until, now, device)?;
+        // Shadow mode: the candidate learns from the same log, inside the same snapshot.
+        let previous_shadow = previous.as_ref().and_then(|p| p.shadow.as_deref());
+        let shadow_next = match (&def.shadow, previous_shadow) {
+            (Some(candidate), Some(prev)) => {
+                shadow::learn(db, &stored, candidate, prev, until, snap.policy_version + 1)?
             }
+            _ => None,
         };
-        let next = SnapshotState { policy: state, feedback, linear: None, neural: None, learned_until: None };
-        let (pv, n_feedback) = write_snapshot(db, metrics, &stored, &next)?;
-        tracing::info!(experiment = %stored.row.key, policy_version = pv, n_feedback, "new policy snapshot");
-        report.snapshots_written += 1;
+        let changed = live_next.is_some() || shadow_next.is_some();
+        if changed {
+            let base = match (live_next, &previous) {
+                (Some(next), _) => next,
+                (None, Some(p)) => p.clone(),
+                (None, None) => {
+                    return Err(StoreError::Corrupt(format!("snapshot of `{}` is unreadable", stored.row.key)))
+                }
+            };
+            let next = SnapshotState {
+                shadow: shadow_next.map(Box::new).or_else(|| previous_shadow.cloned().map(Box::new)),
+                ..base
+            };
+            let (pv, n_feedback) = write_snapshot(db, metrics, &stored, &next)?;
+            tracing::info!(experiment = %stored.row.key, policy_version = pv, n_feedback, "new policy snapshot");
+            report.snapshots_written += 1;
+        }
+        if let Some(candidate) = &def.shadow {
+            if candidate.auto_promote && stored.status() == Status::Running {
+                match auto_promote(db, &stored, until) {
+                    Ok(true) => report.promotions += 1,
+                    Ok(false) => {}
+                    Err(e) => {
+                        tracing::warn!(experiment = %stored.row.key, error = %e, "shadow promotion check failed")
+                    }
+                }
+            }
+        }
     }
     Ok(report)
+}
+
+/// The live policy's next state, or `None` when nothing changed (see the module docs).
+fn live_update(
+    db: &Db,
+    stored: &queries::StoredExperiment,
+    snap: &crate::store::models::SnapshotRow,
+    previous: Option<&SnapshotState>,
+    until: NaiveDateTime,
+    now: NaiveDateTime,
+    device: &Device,
+) -> Result<Option<SnapshotState>, StoreError> {
+    let def = &stored.definition;
+    let arm_keys = def.arm_keys();
+    let readable =
+        || previous.ok_or_else(|| StoreError::Corrupt(format!("snapshot of `{}` is unreadable", stored.row.key)));
+    if def.policy.is_neural() {
+        let Some((next, done)) = neural::update(db, stored, readable()?, until, now, device)? else {
+            return Ok(None);
+        };
+        let (before, after) = done.report.as_ref().map_or((f64::NAN, f64::NAN), |r| (r.snips_before, r.snips_after));
+        tracing::info!(experiment = %stored.row.key, rows = done.rows, new_rows = done.new_rows, skipped = done.skipped, snips_before = before, snips_after = after, "neural policy retrained");
+        return Ok(Some(next));
+    }
+    if def.policy.is_contextual() {
+        let Some((next, folded)) = contextual::update(db, stored, readable()?, until)? else { return Ok(None) };
+        tracing::info!(experiment = %stored.row.key, folded = folded.rows, skipped = folded.skipped, "contextual policy updated");
+        return Ok(Some(next));
+    }
+    let binary = def.policy.wants_binary_reward();
+    let aggregates =
+        queries::arm_feedback(db, stored.row.id, stored.row.current_version, &def.primary_metric.name, binary, until)?;
+    let mut feedback = vec![ArmFeedback::default(); arm_keys.len()];
+    for a in aggregates {
+        if let Some(i) = def.arm_index(&a.arm) {
+            feedback[i] = ArmFeedback { n: a.n.max(0) as u64, sum: a.s, sum_sq: a.ss };
+        }
+    }
+    if previous.is_some_and(|p| p.feedback == feedback) {
+        return Ok(None);
+    }
+    let next_pv = snap.policy_version + 1;
+    let seed = explore::draw_seed(&stored.row.salt, "policy-snapshot", &next_pv.to_string());
+    match policy::update_state(&def.policy, &arm_keys, &feedback, seed) {
+        Ok(state) => Ok(Some(SnapshotState {
+            policy: state,
+            feedback,
+            linear: None,
+            neural: None,
+            learned_until: None,
+            shadow: None,
+        })),
+        Err(e) => {
+            tracing::error!(experiment = %stored.row.key, error = %e, "policy update failed; keeping the previous snapshot");
+            Ok(None)
+        }
+    }
+}
+
+/// Shadow mode's automatic promotion: evaluates the candidate on the matured log and, when
+/// the rule says `promote`, makes it the live policy (a new version), audited with actor
+/// `learner` and the numbers. Returns whether it promoted.
+fn auto_promote(db: &Db, stored: &queries::StoredExperiment, until: NaiveDateTime) -> Result<bool, String> {
+    let Some(eval) = shadow::evaluate_stored(db, stored, until).map_err(|e| e.to_string())? else {
+        return Ok(false);
+    };
+    if eval.decision != shadow::ShadowDecision::Promote {
+        return Ok(false);
+    }
+    let details = serde_json::to_value(&eval).unwrap_or(serde_json::Value::Null);
+    let reason = format!("shadow candidate promoted automatically: {}", eval.reason);
+    let promoted = crate::experiment::admin::promote_shadow(db, &stored.row.key, "learner", &reason, details)
+        .map_err(|e| e.to_string())?;
+    tracing::info!(experiment = %stored.row.key, version = promoted.row.current_version, reason = %eval.reason, "shadow candidate promoted");
+    Ok(true)
 }
 
 /// Stores `state` as the experiment's next snapshot and counts it; returns its policy

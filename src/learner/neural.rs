@@ -186,6 +186,7 @@ pub fn update(
         linear: None,
         neural: Some(neural),
         learned_until: Some(until),
+        shadow: previous.shadow.clone(),
     };
     Ok(Some((next, retrained)))
 }

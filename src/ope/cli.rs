@@ -7,7 +7,12 @@
 //! strategist ope --logged experiment:KEY[@VERSION] [--database-url URL]
 //!                --target uniform|arm:KEY|snapshot|snapshot:N|fixed:arm=w,...|dist:PATH.csv
 //!                [--seed S] [--bootstrap 1000] [--folds 2] [--json]
+//! strategist ope learn --data DIR [--campaign all] [--policies lin_ts,lin_ucb,neural_pg]
+//!                [--holdout-days 2] [--min-propensity F] [--epochs N] [--hidden N] … [--json]
 //! ```
+//!
+//! `ope learn` trains the contextual policies on the Open Bandit Dataset's uniform-random logs
+//! of the earlier days and evaluates them on the held-out days ([`super::learn`]).
 //!
 //! `experiment:KEY` reads the platform's own exposure log from the store
 //! ([`super::platform::load_experiment_log`]); its JSON report adds a `source` object (version,
@@ -25,6 +30,7 @@ use anyhow::Context;
 use serde::Serialize;
 
 use super::estimators::Estimator;
+use super::learn::{learn_obd, LearnConfig, LearnReport, LearnedKind, NeuralSettings, OnPolicyValue};
 use super::platform::{load_experiment_log, snapshot_policy, ExperimentLog, ExperimentLogInfo, ExperimentRef};
 use super::{
     evaluate_with_progress, load_obd, LoggedData, ObdOptions, OpeConfig, OpeError, OpeReport, RewardModelKind,
@@ -71,22 +77,26 @@ impl FromStr for LoggedSource {
     }
 }
 
-/// Arguments of `strategist ope`.
+/// Arguments of `strategist ope`: `--logged` and `--target` are required unless a subcommand
+/// (`learn`) is given, which takes its own arguments.
 #[derive(Debug, Clone, clap::Args)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
 pub struct OpeArgs {
+    #[command(subcommand)]
+    pub command: Option<OpeCommand>,
     /// Logged bandit feedback with propensities: `obd:PATH.csv` (an Open Bandit Dataset log
     /// file) or `experiment:KEY[@VERSION]` (an experiment's exposure log in the store, its
     /// current version by default; mature exposures only).
-    #[arg(long, value_name = "obd:PATH.csv|experiment:KEY[@VERSION]")]
-    pub logged: LoggedSource,
+    #[arg(long, required = true, value_name = "obd:PATH.csv|experiment:KEY[@VERSION]")]
+    pub logged: Option<LoggedSource>,
     /// Target policy: `uniform`; `arm:KEY` (always that arm or item); `fixed:item=w,...`
     /// (fixed weights, the same at every position); `dist:PATH.csv` (action distribution: item
     /// × position matrix or `item,position,probability` rows); `bts` (Bernoulli Thompson
     /// sampling fitted on the logged data; OBD logs only); `snapshot` / `snapshot:N` (the
     /// experiment's latest policy snapshot for the logged version / policy version N, as served
     /// with its exploration floor; experiment logs only).
-    #[arg(long, value_name = "uniform|arm:KEY|fixed:item=w,...|dist:PATH.csv|bts|snapshot[:N]")]
-    pub target: TargetSpec,
+    #[arg(long, required = true, value_name = "uniform|arm:KEY|fixed:item=w,...|dist:PATH.csv|bts|snapshot[:N]")]
+    pub target: Option<TargetSpec>,
     /// Database of `--logged experiment:KEY`: postgres://USER@HOST/DB, sqlite://PATH or a file
     /// path [default: ./data/strategist.db].
     #[arg(long, env = "DATABASE_URL")]
@@ -103,6 +113,256 @@ pub struct OpeArgs {
     /// Print the report as JSON instead of a table.
     #[arg(long)]
     pub json: bool,
+}
+
+/// Subcommands of `strategist ope`.
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum OpeCommand {
+    /// Train lin_ts, lin_ucb and neural_pg on the Open Bandit Dataset's `random` logs of the
+    /// earlier days and estimate their value on the held-out days, against the production `bts`.
+    Learn(LearnArgs),
+}
+
+/// Arguments of `strategist ope learn`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct LearnArgs {
+    /// Folder of the Open Bandit Dataset, holding `random/CAMPAIGN/CAMPAIGN.csv` and
+    /// `bts/CAMPAIGN/CAMPAIGN.csv`.
+    #[arg(long, value_name = "DIR")]
+    pub data: PathBuf,
+    /// Campaign: `all`, `men` or `women`.
+    #[arg(long, default_value = "all", value_parser = parse_campaign)]
+    pub campaign: String,
+    /// Policies to train, comma separated.
+    #[arg(long, value_delimiter = ',', default_value = "lin_ts,lin_ucb,neural_pg")]
+    pub policies: Vec<LearnedKind>,
+    /// Calendar days held out for evaluation (the latest ones).
+    #[arg(long, default_value_t = 2)]
+    pub holdout_days: usize,
+    /// Exploration floor mixed into every learned PMF (0 = the policies as they rank).
+    #[arg(long, default_value_t = 0.0)]
+    pub min_propensity: f64,
+    /// Ridge prior precision of lin_ts and lin_ucb.
+    #[arg(long, default_value_t = crate::policy::linear::DEFAULT_LAMBDA)]
+    pub lambda: f64,
+    /// lin_ts exploration scale.
+    #[arg(long, default_value_t = crate::policy::linear::DEFAULT_V)]
+    pub v: f64,
+    /// lin_ts Monte Carlo draws per row.
+    #[arg(long, default_value_t = crate::policy::linear::DEFAULT_LIN_TS_DRAWS)]
+    pub draws: u32,
+    /// lin_ucb confidence width.
+    #[arg(long, default_value_t = crate::policy::linear::DEFAULT_ALPHA)]
+    pub alpha: f64,
+    /// neural_pg training epochs [default: the policy's default].
+    #[arg(long)]
+    pub epochs: Option<u32>,
+    /// neural_pg hidden width [default: the policy's default].
+    #[arg(long)]
+    pub hidden: Option<usize>,
+    /// neural_pg embedding width [default: the policy's default].
+    #[arg(long)]
+    pub embedding: Option<usize>,
+    /// neural_pg learning rate [default: the policy's default].
+    #[arg(long)]
+    pub learning_rate: Option<f64>,
+    /// neural_pg softmax temperature [default: the policy's default].
+    #[arg(long)]
+    pub temperature: Option<f64>,
+    /// neural_pg importance-weight clip [default: the policy's default].
+    #[arg(long)]
+    pub clip: Option<f64>,
+    /// neural_pg training objective: `snipw` or `dr` [default: the policy's default].
+    #[arg(long, value_parser = parse_objective)]
+    pub objective: Option<crate::policy::neural::Objective>,
+    /// Seed of every random step.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Bootstrap resamples for the percentile intervals (0 skips the bootstrap).
+    #[arg(long, default_value_t = 1_000, value_name = "RESAMPLES")]
+    pub bootstrap: usize,
+    /// Cross-fitting folds of the reward model (DR).
+    #[arg(long, default_value_t = 2)]
+    pub folds: usize,
+    /// Print the report as JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+fn parse_objective(s: &str) -> Result<crate::policy::neural::Objective, String> {
+    serde_json::from_value(serde_json::Value::String(s.trim().to_string()))
+        .map_err(|_| format!("unknown objective {s:?}: expected snipw or dr"))
+}
+
+fn parse_campaign(s: &str) -> Result<String, String> {
+    let ok = !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+    if ok {
+        Ok(s.to_string())
+    } else {
+        Err(format!("campaign {s:?} must be a folder name such as all, men or women"))
+    }
+}
+
+impl LearnArgs {
+    /// The settings of [`learn_obd`].
+    pub fn config(&self) -> LearnConfig {
+        let d = NeuralSettings::default();
+        LearnConfig {
+            policies: self.policies.clone(),
+            holdout_days: self.holdout_days,
+            lambda: self.lambda,
+            v: self.v,
+            draws: self.draws,
+            alpha: self.alpha,
+            neural: NeuralSettings {
+                hidden: self.hidden.unwrap_or(d.hidden),
+                embedding: self.embedding.unwrap_or(d.embedding),
+                epochs: self.epochs.unwrap_or(d.epochs),
+                learning_rate: self.learning_rate.unwrap_or(d.learning_rate),
+                temperature: self.temperature.unwrap_or(d.temperature),
+                clip: self.clip.unwrap_or(d.clip),
+                batch_size: d.batch_size,
+                objective: self.objective.unwrap_or(d.objective),
+            },
+            min_propensity: self.min_propensity,
+            seed: self.seed,
+            bootstrap: self.bootstrap,
+            folds: self.folds,
+        }
+    }
+}
+
+/// Runs `strategist ope learn`.
+pub fn run_learn(args: &LearnArgs) -> anyhow::Result<()> {
+    let result = learn_obd(&args.data, &args.campaign, &args.config(), &mut progress)
+        .with_context(|| format!("offline learning on {} campaign {}", args.data.display(), args.campaign))
+        .and_then(|report| {
+            let text = if args.json {
+                let mut s = serde_json::to_string_pretty(&report).context("serialising the report")?;
+                s.push('\n');
+                s
+            } else {
+                render_learn_table(&report)
+            };
+            print(&text)
+        });
+    finish_progress();
+    result.map_err(|err| fail(err, args.json))
+}
+
+fn value_line(v: &OnPolicyValue) -> String {
+    let boot = v.bootstrap_ci95.map_or_else(String::new, |ci| format!(", bootstrap {}", interval(ci)));
+    let wilson = v.wilson_ci95.map_or_else(String::new, |ci| format!(", Wilson {}", interval(ci)));
+    format!("{:.6} {}{}{} ({} rows, {} clicks)", v.value, interval(v.ci95), boot, wilson, v.n, v.clicks)
+}
+
+fn day_range(days: &[String]) -> String {
+    match (days.first(), days.last()) {
+        (Some(a), Some(b)) if a != b => format!("{a}..{b}"),
+        (Some(a), _) => a.clone(),
+        _ => "-".into(),
+    }
+}
+
+/// The terminal table of `strategist ope learn`.
+pub fn render_learn_table(r: &LearnReport) -> String {
+    let mut s = String::new();
+    // Writing into a String cannot fail; the results are ignored for that reason.
+    let _ = writeln!(
+        s,
+        "Offline learning on the Open Bandit Dataset, campaign {} ({} items, {} positions)",
+        r.campaign, r.n_items, r.n_positions
+    );
+    let how = match r.split.kind {
+        super::learn::SplitKind::ByDay => "split by day",
+        super::learn::SplitKind::ByTimeOrder => "too few days: split by time order",
+    };
+    let _ = writeln!(
+        s,
+        "{how}: train {} ({} rows, {} clicks), evaluate {} ({} rows, {} clicks)",
+        day_range(&r.split.train.days),
+        r.split.train.rows,
+        r.split.train.clicks,
+        day_range(&r.split.test.days),
+        r.split.test.rows,
+        r.split.test.clicks
+    );
+    let e = &r.encoding;
+    let _ = writeln!(
+        s,
+        "context: {} features = {} user one-hot + {} ln(1 + affinity) + {} position one-hot | floor {} | seed {} | \
+         {} bootstrap resamples",
+        e.dim, e.user_one_hot, e.affinities, e.positions, r.config.min_propensity, r.config.seed, r.config.bootstrap
+    );
+    let _ = writeln!(s, "bts on-policy value, all days:      {}", value_line(&r.bts_on_policy));
+    if let Some(v) = &r.bts_on_policy_heldout_days {
+        let _ = writeln!(s, "bts on-policy value, held-out days: {}", value_line(v));
+    }
+    let _ = writeln!(s);
+    let _ = writeln!(
+        s,
+        "{:<18} {:<9} {:>9}  {:<22}  {:<22}  {:<22}  {:>7}  {:<24}",
+        "policy",
+        "estimator",
+        "value",
+        "95% CI (normal)",
+        "bootstrap 95% CI",
+        "Wilson(ESS) 95% CI",
+        "ESS",
+        "minus bts (all days)"
+    );
+    for row in &r.table {
+        let boot = row.bootstrap_ci95.map_or_else(|| "-".to_string(), interval);
+        let wilson = row.wilson_ess_ci95.map_or_else(|| "-".to_string(), interval);
+        let _ = writeln!(
+            s,
+            "{:<18} {:<9} {:>9.6}  {:<22}  {:<22}  {:<22}  {:>7.1}  {:+.6} {}",
+            row.policy,
+            row.estimator,
+            row.value,
+            interval(row.ci95),
+            boot,
+            wilson,
+            row.ess,
+            row.vs_bts,
+            row.vs_bts_ci95.map_or_else(|| "n/a (few clicks)".to_string(), interval)
+        );
+    }
+    let _ = writeln!(s);
+    for p in &r.policies {
+        let _ = write!(
+            s,
+            "{}: mean largest probability {:.3}, {} distinct top items, logged item on top in {:.1}% of rows, \
+             {:.2} clicks in the effective sample (ESS × SNIPW){}",
+            p.policy.key(),
+            p.shape.mean_max_prob,
+            p.shape.distinct_top_items,
+            100.0 * p.shape.logged_is_top,
+            p.report.ess * p.report.estimators.snipw.estimate,
+            if p.report.ess * p.report.estimators.snipw.estimate < super::learn::MIN_EFFECTIVE_CLICKS {
+                " < 5: trust only the Wilson interval"
+            } else {
+                ""
+            }
+        );
+        if let Some(t) = &p.train {
+            let _ = write!(
+                s,
+                "; training-set clipped SNIPW {:.6} → {:.6} in {} steps",
+                t.snips_before, t.snips_after, t.steps
+            );
+        }
+        let _ = writeln!(s);
+    }
+    let _ = writeln!(
+        s,
+        "Each (row, position) is one decision; the learned policies are scored by their per-position \
+         distributions. With no click among the rows a policy gives weight, the normal and bootstrap intervals \
+         collapse to the point: read the Wilson(ESS) interval. The SNIPW row's difference with bts is Newcombe's \
+         interval, the others' normal (n/a under 5 effective clicks). A difference whose interval contains 0 is not \
+         evidence either way."
+    );
+    s
 }
 
 /// The run's spinner: drawn on stderr only when stderr is a terminal (quiet in pipes).
@@ -125,25 +385,37 @@ fn finish_progress() {
 /// Runs `strategist ope`. A failure carries its [`OpeError::code`] in the message (and, with
 /// `--json`, is also printed as `{"error": CODE, "message": TEXT}` on stdout).
 pub fn run(args: &OpeArgs) -> anyhow::Result<()> {
-    let result = match &args.logged {
-        LoggedSource::Obd(path) => {
+    if let Some(OpeCommand::Learn(learn)) = &args.command {
+        return run_learn(learn);
+    }
+    let result = match required(&args.logged, "--logged") {
+        Err(e) => Err(e.into()),
+        Ok(LoggedSource::Obd(path)) => {
             progress("loading the logged data");
             load_obd(path, &ObdOptions::default())
                 .with_context(|| format!("loading --logged obd:{}", path.display()))
                 .and_then(|data| run_with_data(args, &data))
         }
-        LoggedSource::Experiment(source) => run_experiment(args, source),
+        Ok(LoggedSource::Experiment(source)) => run_experiment(args, source),
     };
     finish_progress();
-    result.map_err(|err| {
-        let code = err.downcast_ref::<OpeError>().map_or("ope_failed", OpeError::code);
-        if args.json {
-            let body = serde_json::json!({"error": code, "message": format!("{err:#}")});
-            // The error itself is returned below; a failed write to stdout cannot add to it.
-            let _ = writeln!(std::io::stdout().lock(), "{body}");
-        }
-        err.context(format!("strategist ope failed [{code}]"))
-    })
+    result.map_err(|err| fail(err, args.json))
+}
+
+/// Adds the stable code to a failure (and prints it as JSON on stdout with `--json`).
+fn fail(err: anyhow::Error, json: bool) -> anyhow::Error {
+    let code = err.chain().find_map(|e| e.downcast_ref::<OpeError>()).map_or("ope_failed", OpeError::code);
+    if json {
+        let body = serde_json::json!({"error": code, "message": format!("{err:#}")});
+        // The error itself is returned below; a failed write to stdout cannot add to it.
+        let _ = writeln!(std::io::stdout().lock(), "{body}");
+    }
+    err.context(format!("strategist ope failed [{code}]"))
+}
+
+/// A flag clap requires without a subcommand (checked again for callers that build `OpeArgs`).
+fn required<'a, T>(value: &'a Option<T>, flag: &str) -> Result<&'a T, OpeError> {
+    value.as_ref().ok_or_else(|| OpeError::InvalidConfig { message: format!("{flag} is required") })
 }
 
 /// Evaluates `args.target` on an experiment's exposure log in the store.
@@ -203,7 +475,7 @@ pub fn experiment_target(
 /// numeric context attributes (business features such as a cart value, unlike OBD's affinities).
 pub fn experiment_report(args: &OpeArgs, db: &crate::store::Db, log: &ExperimentLog) -> Result<OpeReport, OpeError> {
     progress("building the target policy");
-    let target = experiment_target(&args.target, db, log, args.seed)?;
+    let target = experiment_target(required(&args.target, "--target")?, db, log, args.seed)?;
     let mut config = OpeConfig::with_seed(args.seed, args.bootstrap, args.folds);
     config.reward_model.use_numeric = true;
     evaluate_with_progress(&log.data, target.as_ref(), &config, &mut progress)
@@ -231,7 +503,7 @@ fn print(text: &str) -> anyhow::Result<()> {
 /// The report `strategist ope` prints for `args` on `data`.
 pub fn report(args: &OpeArgs, data: &LoggedData) -> Result<OpeReport, OpeError> {
     progress("building the target policy");
-    let target = args.target.build(data, args.seed)?;
+    let target = required(&args.target, "--target")?.build(data, args.seed)?;
     let config = OpeConfig::with_seed(args.seed, args.bootstrap, args.folds);
     evaluate_with_progress(data, target.as_ref(), &config, &mut progress)
 }
@@ -342,8 +614,8 @@ mod tests {
     #[test]
     fn parses_the_documented_shape_with_defaults() {
         let a = parse(&["--logged", "obd:x.csv", "--target", "uniform"]).unwrap();
-        assert_eq!(a.logged, LoggedSource::Obd("x.csv".into()));
-        assert_eq!(a.target, TargetSpec::Uniform);
+        assert_eq!(a.logged, Some(LoggedSource::Obd("x.csv".into())));
+        assert_eq!(a.target, Some(TargetSpec::Uniform));
         assert_eq!((a.seed, a.bootstrap, a.folds, a.json), (0, 1000, 2, false));
         let a = parse(&[
             "--logged",
@@ -359,8 +631,8 @@ mod tests {
             "--json",
         ])
         .unwrap();
-        assert_eq!(a.logged, LoggedSource::Experiment(ExperimentRef { key: "checkout".into(), version: None }));
-        assert_eq!(a.target, TargetSpec::Fixed(vec![("1".into(), 2.0), ("3".into(), 1.0)]));
+        assert_eq!(a.logged, Some(LoggedSource::Experiment(ExperimentRef { key: "checkout".into(), version: None })));
+        assert_eq!(a.target, Some(TargetSpec::Fixed(vec![("1".into(), 2.0), ("3".into(), 1.0)])));
         assert_eq!((a.seed, a.bootstrap, a.folds, a.json), (9, 50, 3, true));
         assert!(parse(&["--logged", "s3:x", "--target", "uniform"]).is_err());
         assert!(parse(&["--logged", "obd:x.csv", "--target", "greedy"]).is_err());
@@ -370,15 +642,18 @@ mod tests {
     fn experiment_sources_and_store_targets_parse() {
         let a =
             parse(&["--logged", "experiment:checkout@3", "--target", "snapshot:2", "--database-url", "x.db"]).unwrap();
-        assert_eq!(a.logged, LoggedSource::Experiment(ExperimentRef { key: "checkout".into(), version: Some(3) }));
-        assert_eq!(a.target, TargetSpec::Snapshot(Some(2)));
+        assert_eq!(
+            a.logged,
+            Some(LoggedSource::Experiment(ExperimentRef { key: "checkout".into(), version: Some(3) }))
+        );
+        assert_eq!(a.target, Some(TargetSpec::Snapshot(Some(2))));
         assert_eq!(a.database_url.as_deref(), Some("x.db"));
         let a = parse(&["--logged", "experiment:checkout", "--target", "arm:b"]).unwrap();
-        assert_eq!(a.logged, LoggedSource::Experiment(ExperimentRef { key: "checkout".into(), version: None }));
-        assert_eq!(a.target, TargetSpec::Arm("b".into()));
+        assert_eq!(a.logged, Some(LoggedSource::Experiment(ExperimentRef { key: "checkout".into(), version: None })));
+        assert_eq!(a.target, Some(TargetSpec::Arm("b".into())));
         assert_eq!(
             parse(&["--logged", "experiment:x", "--target", "snapshot"]).unwrap().target,
-            TargetSpec::Snapshot(None)
+            Some(TargetSpec::Snapshot(None))
         );
         for bad in ["experiment:", "experiment:x@", "experiment:x@0", "experiment:x@v2", "experiment:@2"] {
             assert!(parse(&["--logged", bad, "--target", "uniform"]).is_err(), "{bad}");
@@ -386,6 +661,45 @@ mod tests {
         for bad in ["snapshot:", "snapshot:0", "snapshot:latest", "arm:"] {
             assert!(parse(&["--logged", "experiment:x", "--target", bad]).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn learn_is_a_subcommand_with_its_own_arguments_and_the_flat_form_still_needs_both_flags() {
+        let a =
+            parse(&["learn", "--data", "obd", "--policies", "lin_ucb,neural_pg", "--epochs", "3", "--json"]).unwrap();
+        let Some(OpeCommand::Learn(l)) = &a.command else { panic!("no learn subcommand: {a:?}") };
+        assert_eq!(l.data, PathBuf::from("obd"));
+        assert_eq!(l.campaign, "all");
+        assert_eq!(l.policies, vec![LearnedKind::LinUcb, LearnedKind::NeuralPg]);
+        assert!(l.json);
+        let c = l.config();
+        assert_eq!(c.neural.epochs, 3);
+        assert_eq!(c.neural.hidden, NeuralSettings::default().hidden);
+        assert_eq!((c.holdout_days, c.min_propensity, c.bootstrap), (2, 0.0, 1000));
+        assert_eq!(
+            parse(&["learn", "--data", "d"]).unwrap().command.map(|OpeCommand::Learn(l)| l.policies.len()),
+            Some(3)
+        );
+        assert!(parse(&["learn", "--data", "d", "--policies", "greedy"]).is_err());
+        let objective = |a: OpeArgs| a.command.map(|OpeCommand::Learn(l)| l.config().neural.objective);
+        assert_eq!(objective(parse(&["learn", "--data", "d"]).unwrap()), Some(crate::policy::neural::Objective::Snipw));
+        assert_eq!(
+            objective(parse(&["learn", "--data", "d", "--objective", "dr"]).unwrap()),
+            Some(crate::policy::neural::Objective::Dr)
+        );
+        assert!(parse(&["learn", "--data", "d", "--objective", "ips"]).is_err());
+        assert!(parse(&["learn", "--data", "d", "--campaign", "../x"]).is_err());
+        assert!(parse(&["learn"]).is_err(), "--data is required");
+        assert!(parse(&["--logged", "obd:x.csv"]).is_err(), "--target is required without a subcommand");
+        assert!(parse(&["--target", "uniform"]).is_err(), "--logged is required without a subcommand");
+        assert!(parse(&["--logged", "obd:x.csv", "--target", "uniform", "learn", "--data", "d"]).is_err());
+    }
+
+    #[test]
+    fn learn_reports_a_missing_data_folder_with_a_stable_code() {
+        let a = parse(&["learn", "--data", "/nonexistent/obd", "--bootstrap", "0"]).unwrap();
+        let err = run(&a).unwrap_err();
+        assert!(err.to_string().contains("[ope_io]"), "{err:#}");
     }
 
     #[test]

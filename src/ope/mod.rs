@@ -17,11 +17,15 @@
 //!   control-variate coefficient, classic DR, Switch-DR), their normal-approximation intervals,
 //!   the effective sample size and the Switch-DR threshold choice; [`bootstrap`] the seeded
 //!   percentile bootstrap.
-//! - [`cli`] is the `strategist ope` subcommand.
+//! - [`learn`] trains the platform's contextual policies (`lin_ts`, `lin_ucb`, `neural_pg`) on
+//!   the Open Bandit Dataset's uniform-random logs of the earlier days and evaluates them on the
+//!   held-out later days, beside the production Thompson sampling policy's on-policy value.
+//! - [`cli`] is the `strategist ope` subcommand (and `strategist ope learn`).
 //!
 //! Pure computation: no clock, no global RNG (every random step takes a seed), no I/O except
-//! the CSV loaders in [`obd`] and [`target`], the store reads in [`platform`] (which take the
-//! time as an argument) and the printing in [`cli`].
+//! the CSV loaders in [`obd`], [`target`] and [`learn`] (`load_obd_timestamps`, `learn_obd`),
+//! the store reads in [`platform`] (which take the time as an argument) and the printing in
+//! [`cli`].
 
 pub mod bootstrap;
 pub mod cli;
@@ -30,6 +34,7 @@ pub mod data;
 mod error;
 pub mod estimators;
 pub mod evaluate;
+pub mod learn;
 pub mod obd;
 pub mod platform;
 pub mod reward_model;

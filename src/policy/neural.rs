@@ -484,7 +484,8 @@ pub struct LoggedRow {
 fn reward_model(rows: &[LoggedRow], arms: usize, features: usize) -> Result<Vec<f32>, NeuralError> {
     let mut model = super::linear::LinearState::new(arms, features, true, 1.0)
         .map_err(|e| NeuralError::input(format!("reward model: {e}")))?;
-    let (lo, hi) = rows.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), r| (lo.min(r.reward), hi.max(r.reward)));
+    let (lo, hi) =
+        rows.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), r| (lo.min(r.reward), hi.max(r.reward)));
     let xs: Vec<Vec<f64>> = rows.iter().map(|r| r.input.features.iter().map(|v| f64::from(*v)).collect()).collect();
     for (r, x) in rows.iter().zip(&xs) {
         model.observe(r.arm, x, r.reward).map_err(|e| NeuralError::input(format!("reward model: {e}")))?;
@@ -719,8 +720,7 @@ impl NeuralPolicy {
         let (n, k) = (chunk.len(), self.arms);
         let arms: Vec<u32> = chunk.iter().map(|&i| rows[i].arm as u32).collect();
         let inv_p: Vec<f32> = chunk.iter().map(|&i| (1.0 / rows[i].propensity) as f32).collect();
-        let residual: Vec<f32> =
-            chunk.iter().map(|&i| rows[i].reward as f32 - q[i * k + rows[i].arm]).collect();
+        let residual: Vec<f32> = chunk.iter().map(|&i| rows[i].reward as f32 - q[i * k + rows[i].arm]).collect();
         let q_rows: Vec<f32> = chunk.iter().flat_map(|&i| q[i * k..(i + 1) * k].iter().copied()).collect();
         let arms = Tensor::from_vec(arms, (n, 1), &self.device)?;
         let inv_p = Tensor::from_vec(inv_p, n, &self.device)?;
@@ -1202,7 +1202,12 @@ mod tests {
             let x = &r.input.features;
             let truth = [2.0 * f64::from(x[0]), 1.0 - f64::from(x[1])];
             for a in 0..2 {
-                assert!((f64::from(q[i * 2 + a]) - truth[a]).abs() < 0.05, "row {i} arm {a}: {} vs {}", q[i * 2 + a], truth[a]);
+                assert!(
+                    (f64::from(q[i * 2 + a]) - truth[a]).abs() < 0.05,
+                    "row {i} arm {a}: {} vs {}",
+                    q[i * 2 + a],
+                    truth[a]
+                );
             }
         }
 

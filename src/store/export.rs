@@ -206,6 +206,7 @@ mod tests {
             policy_version: 1,
             created_at,
             features: None,
+            shadow_pmf: None,
         }
     }
 

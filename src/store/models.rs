@@ -106,6 +106,9 @@ pub struct ExposureRow {
     pub created_at: NaiveDateTime,
     /// The encoded feature vector a contextual policy scored (JSON array), else None.
     pub features: Option<String>,
+    /// Shadow mode: the candidate policy's PMF over the arms for this decision (JSON object
+    /// like `pmf`, zero entries left out); None when the experiment has no candidate.
+    pub shadow_pmf: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Queryable, Selectable, Insertable)]

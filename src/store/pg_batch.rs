@@ -29,6 +29,7 @@ pub struct InsertExposures<'a> {
     policy_version: Vec<i64>,
     created_at: Vec<NaiveDateTime>,
     features: Vec<Option<&'a str>>,
+    shadow_pmf: Vec<Option<&'a str>>,
 }
 
 impl<'a> InsertExposures<'a> {
@@ -47,6 +48,7 @@ impl<'a> InsertExposures<'a> {
             policy_version: rows.iter().map(|r| r.policy_version).collect(),
             created_at: rows.iter().map(|r| r.created_at).collect(),
             features: rows.iter().map(|r| r.features.as_deref()).collect(),
+            shadow_pmf: rows.iter().map(|r| r.shadow_pmf.as_deref()).collect(),
         }
     }
 }
@@ -60,7 +62,7 @@ impl QueryFragment<Pg> for InsertExposures<'_> {
     fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Pg>) -> QueryResult<()> {
         out.push_sql(
             "INSERT INTO exposures (id, experiment_id, version, unit_hash, request_id, arm, propensity, pmf, \
-             context, policy_version, created_at, features) SELECT * FROM unnest(",
+             context, policy_version, created_at, features, shadow_pmf) SELECT * FROM unnest(",
         );
         out.push_bind_param::<Array<Text>, _>(&self.id)?;
         out.push_sql(", ");
@@ -85,6 +87,8 @@ impl QueryFragment<Pg> for InsertExposures<'_> {
         out.push_bind_param::<Array<Timestamp>, _>(&self.created_at)?;
         out.push_sql(", ");
         out.push_bind_param::<Array<Nullable<Text>>, _>(&self.features)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Array<Nullable<Text>>, _>(&self.shadow_pmf)?;
         out.push_sql(")");
         Ok(())
     }

@@ -504,6 +504,52 @@ pub fn arm_feedback(
     }
 }
 
+// ---------------------------------------------------------------- shadow mode
+
+/// One exposure that carries a shadow candidate's PMF, with its reward on the primary metric.
+#[derive(Debug, Clone, PartialEq, QueryableByName)]
+pub struct ShadowRow {
+    #[diesel(sql_type = Text)]
+    pub arm: String,
+    #[diesel(sql_type = Double)]
+    pub propensity: f64,
+    /// JSON object arm → probability under the candidate.
+    #[diesel(sql_type = Text)]
+    pub shadow_pmf: String,
+    /// The exposure's total reward on the metric (0 without any).
+    #[diesel(sql_type = Double)]
+    pub reward: f64,
+    /// Its largest single reward (0 without any): a conversion is `max > 0`.
+    #[diesel(sql_type = Double)]
+    pub max_reward: f64,
+}
+
+/// The exposures of (experiment, version) made at or before `cutoff` that carry a
+/// `shadow_pmf`, each with its rewards on `metric`.
+pub fn shadow_rows(
+    db: &Db,
+    experiment_id: i64,
+    version: i32,
+    metric: &str,
+    cutoff: NaiveDateTime,
+) -> Result<Vec<ShadowRow>, StoreError> {
+    const SQL: &str = "SELECT e.arm AS arm, e.propensity AS propensity, e.shadow_pmf AS shadow_pmf, \
+         CAST(COALESCE(SUM(r.value), 0.0) AS DOUBLE PRECISION) AS reward, \
+         CAST(COALESCE(MAX(r.value), 0.0) AS DOUBLE PRECISION) AS max_reward \
+         FROM exposures e LEFT JOIN rewards r ON r.exposure_id = e.id AND r.metric = ? \
+         WHERE e.experiment_id = ? AND e.version = ? AND e.created_at <= ? AND e.shadow_pmf IS NOT NULL \
+         GROUP BY e.id, e.arm, e.propensity, e.shadow_pmf";
+    let sql = if db.is_postgres() { pg_placeholders(SQL) } else { SQL.to_string() };
+    Ok(db_run!(db, |conn| {
+        diesel::sql_query(&sql)
+            .bind::<Text, _>(metric)
+            .bind::<BigInt, _>(experiment_id)
+            .bind::<Integer, _>(version)
+            .bind::<Timestamp, _>(cutoff)
+            .load::<ShadowRow>(conn)?
+    }))
+}
+
 // ---------------------------------------------------------------- API keys
 
 pub fn insert_api_key(db: &Db, key: NewApiKey) -> Result<ApiKeyRow, StoreError> {

@@ -82,6 +82,7 @@ diesel::table! {
         policy_version -> BigInt,
         created_at -> Timestamp,
         features -> Nullable<Text>,
+        shadow_pmf -> Nullable<Text>,
     }
 }
 

@@ -47,6 +47,9 @@ pub struct StickyClaim {
     pub eligible: Option<Vec<String>>,
 }
 
+/// Exposures are most of the traffic: boxing them to shrink the (rarer) reward variant
+/// would add an allocation per decision.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 pub enum WriteItem {
     Exposure(ExposureWrite),

@@ -46,6 +46,9 @@ async fn every_route_checks_the_key_and_its_scope(backend: Backend) {
         ("POST", "/v1/experiments/auth/pause", Some(json!({})), &[Scope::Admin]),
         ("GET", "/v1/experiments/auth/decisions", None, &[Scope::Read, Scope::Admin]),
         ("GET", "/v1/experiments/auth/results", None, &[Scope::Read, Scope::Admin]),
+        ("GET", "/v1/experiments/auth/shadow", None, &[Scope::Read, Scope::Admin]),
+        ("DELETE", "/v1/experiments/auth/shadow", None, &[Scope::Admin]),
+        ("POST", "/v1/experiments/auth/shadow/promote", Some(json!({})), &[Scope::Admin]),
         ("GET", "/v1/whoami", None, &[Scope::Assign, Scope::Read, Scope::Admin]),
     ];
     assert_eq!(routes.len(), strategist::api::ROUTES.iter().filter(|(_, p)| p.starts_with("/v1/")).count());

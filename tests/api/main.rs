@@ -21,3 +21,4 @@ mod outage;
 mod profiles;
 mod reports;
 mod rewards;
+mod shadow;
