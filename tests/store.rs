@@ -7,6 +7,18 @@ fn pg_base() -> String {
     std::env::var("STRATEGIST_TEST_PG").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into())
 }
 
+/// A new Postgres database, migrated through `open_store`: its name, URL, a connection to the
+/// `postgres` database (to drop it at the end) and the store.
+fn fresh_store() -> (String, String, PgConnection, Db) {
+    let name = format!("strategist_test_{}", uuid::Uuid::new_v4().simple());
+    let mut admin = PgConnection::establish(&format!("{}/postgres", pg_base())).unwrap();
+    diesel::sql_query(format!("CREATE DATABASE {name}")).execute(&mut admin).unwrap();
+    let url = format!("{}/{name}", pg_base());
+    let settings = strategist::config::Settings { database_url: url.clone(), ..Default::default() };
+    let db = strategist::startup::open_store(&settings).unwrap();
+    (name, url, admin, db)
+}
+
 #[derive(diesel::QueryableByName)]
 struct Name {
     #[diesel(sql_type = diesel::sql_types::Text)]
@@ -15,12 +27,7 @@ struct Name {
 
 #[test]
 fn postgres_log_tables_get_monthly_partitions_ahead() {
-    let name = format!("strategist_test_{}", uuid::Uuid::new_v4().simple());
-    let mut admin = PgConnection::establish(&format!("{}/postgres", pg_base())).unwrap();
-    diesel::sql_query(format!("CREATE DATABASE {name}")).execute(&mut admin).unwrap();
-    let url = format!("{}/{name}", pg_base());
-    let settings = strategist::config::Settings { database_url: url.clone(), ..Default::default() };
-    let db = strategist::startup::open_store(&settings).unwrap();
+    let (name, url, mut admin, db) = fresh_store();
     let mut c = PgConnection::establish(&url).unwrap();
     let parts: Vec<Name> = diesel::sql_query(
         "SELECT c.relname::text AS name FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid \
@@ -68,12 +75,7 @@ fn concurrent_writer_threads_keep_sticky_claims_and_idempotency_consistent() {
         ExposureWrite, LogWriter, RewardWrite, StickyClaim, WriteItem, WriteOutcome, WriterConfig,
     };
 
-    let name = format!("strategist_test_{}", uuid::Uuid::new_v4().simple());
-    let mut admin = PgConnection::establish(&format!("{}/postgres", pg_base())).unwrap();
-    diesel::sql_query(format!("CREATE DATABASE {name}")).execute(&mut admin).unwrap();
-    let url = format!("{}/{name}", pg_base());
-    let settings = strategist::config::Settings { database_url: url.clone(), ..Default::default() };
-    let db = strategist::startup::open_store(&settings).unwrap();
+    let (name, url, mut admin, db) = fresh_store();
     let metrics = Arc::new(strategist::telemetry::Metrics::new());
     let cfg = WriterConfig { max_batch: 8, threads: 4, ..Default::default() };
     let (writer, thread) = LogWriter::start(db.clone(), cfg, metrics, Arc::new(AtomicBool::new(true)));

@@ -241,23 +241,8 @@ pub async fn action(
     let action = Action::parse(&action).ok_or_else(|| {
         ApiError::not_found("unknown_action", "actions are start, pause, resume, conclude, stop, promote and rollback")
     })?;
-    let body: ActionRequest = if body.iter().all(u8::is_ascii_whitespace) {
-        ActionRequest::default()
-    } else {
-        serde_json::from_slice(&body).map_err(|e| {
-            if e.is_data() {
-                ApiError::unprocessable("invalid_request", format!("the request does not match the schema: {e}"))
-            } else {
-                ApiError::bad_request("invalid_json", format!("the body is not valid JSON: {e}"))
-            }
-        })?
-    };
-    if body.reason.chars().count() > 2000 {
-        return Err(ApiError::unprocessable("invalid_reason", "`reason` is at most 2000 characters"));
-    }
-    if let Some(why) = text_problem(&body.reason, true) {
-        return Err(ApiError::unprocessable("invalid_reason", format!("`reason` {why}")));
-    }
+    let body: ActionRequest = optional_body(&body)?;
+    check_reason(&body.reason)?;
     let who = actor(&req);
     let st = state.clone();
     let stored = web::block(move || match action {
@@ -387,30 +372,41 @@ pub struct ShadowView {
 pub struct ShadowActionRequest {
     /// Why: goes to the audit log.
     #[serde(default)]
-    #[schema(max_length = 2000)]
+    #[schema(max_length = 2000, pattern = "^[^\\u0000-\\u0008\\u000b\\u000c\\u000e-\\u001f\\u007f-\\u009f]*$")]
     pub reason: String,
 }
 
 async fn shadow_reason(state: &web::Data<AppState>, payload: web::Payload) -> Result<String, ApiError> {
     let body = super::error::read_body(payload, state.max_body_bytes).await?;
-    let body: ShadowActionRequest = if body.iter().all(u8::is_ascii_whitespace) {
-        ShadowActionRequest::default()
-    } else {
-        serde_json::from_slice(&body).map_err(|e| {
-            if e.is_data() {
-                ApiError::unprocessable("invalid_request", format!("the request does not match the schema: {e}"))
-            } else {
-                ApiError::bad_request("invalid_json", format!("the body is not valid JSON: {e}"))
-            }
-        })?
-    };
-    if body.reason.chars().count() > 2000 {
+    let body: ShadowActionRequest = optional_body(&body)?;
+    check_reason(&body.reason)?;
+    Ok(body.reason)
+}
+
+/// An optional JSON body: empty (or blank) is the type's default; malformed JSON is a 400,
+/// JSON of the wrong shape a 422.
+fn optional_body<T: serde::de::DeserializeOwned + Default>(body: &[u8]) -> Result<T, ApiError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(T::default());
+    }
+    serde_json::from_slice(body).map_err(|e| {
+        if e.is_data() {
+            ApiError::unprocessable("invalid_request", format!("the request does not match the schema: {e}"))
+        } else {
+            ApiError::bad_request("invalid_json", format!("the body is not valid JSON: {e}"))
+        }
+    })
+}
+
+/// An audit-log reason: at most 2000 characters, no control characters but newlines and tabs.
+fn check_reason(reason: &str) -> Result<(), ApiError> {
+    if reason.chars().count() > 2000 {
         return Err(ApiError::unprocessable("invalid_reason", "`reason` is at most 2000 characters"));
     }
-    if let Some(why) = text_problem(&body.reason, true) {
+    if let Some(why) = text_problem(reason, true) {
         return Err(ApiError::unprocessable("invalid_reason", format!("`reason` {why}")));
     }
-    Ok(body.reason)
+    Ok(())
 }
 
 /// Shadow mode: the candidate's off-policy value (SNIPW over the matured exposures that

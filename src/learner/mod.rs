@@ -155,7 +155,6 @@ fn live_update(
     device: &Device,
 ) -> Result<Option<SnapshotState>, StoreError> {
     let def = &stored.definition;
-    let arm_keys = def.arm_keys();
     let readable =
         || previous.ok_or_else(|| StoreError::Corrupt(format!("snapshot of `{}` is unreadable", stored.row.key)));
     if def.policy.is_neural() {
@@ -171,7 +170,27 @@ fn live_update(
         tracing::info!(experiment = %stored.row.key, folded = folded.rows, skipped = folded.skipped, "contextual policy updated");
         return Ok(Some(next));
     }
-    let binary = def.policy.wants_binary_reward();
+    let previous = previous.map(|p| p.feedback.as_slice());
+    context_free_update(db, stored, &def.policy, previous, until, "policy-snapshot", snap.policy_version + 1)
+}
+
+/// A context-free policy's next state (`spec`: the live policy or a shadow candidate): the
+/// per-arm feedback of the current version's matured exposures on the primary metric, fed
+/// to [`policy::update_state`] with a seed drawn from the experiment's salt, `label` and the
+/// next policy version. `None` when the feedback is the same as `previous`, or when the
+/// update fails (logged; the previous state stays).
+pub(crate) fn context_free_update(
+    db: &Db,
+    stored: &queries::StoredExperiment,
+    spec: &policy::PolicySpec,
+    previous: Option<&[ArmFeedback]>,
+    until: NaiveDateTime,
+    label: &str,
+    next_policy_version: i64,
+) -> Result<Option<SnapshotState>, StoreError> {
+    let def = &stored.definition;
+    let arm_keys = def.arm_keys();
+    let binary = spec.wants_binary_reward();
     let aggregates =
         queries::arm_feedback(db, stored.row.id, stored.row.current_version, &def.primary_metric.name, binary, until)?;
     let mut feedback = vec![ArmFeedback::default(); arm_keys.len()];
@@ -180,12 +199,11 @@ fn live_update(
             feedback[i] = ArmFeedback { n: a.n.max(0) as u64, sum: a.s, sum_sq: a.ss };
         }
     }
-    if previous.is_some_and(|p| p.feedback == feedback) {
+    if previous == Some(feedback.as_slice()) {
         return Ok(None);
     }
-    let next_pv = snap.policy_version + 1;
-    let seed = explore::draw_seed(&stored.row.salt, "policy-snapshot", &next_pv.to_string());
-    match policy::update_state(&def.policy, &arm_keys, &feedback, seed) {
+    let seed = explore::draw_seed(&stored.row.salt, label, &next_policy_version.to_string());
+    match policy::update_state(spec, &arm_keys, &feedback, seed) {
         Ok(state) => Ok(Some(SnapshotState {
             policy: state,
             feedback,
@@ -195,7 +213,7 @@ fn live_update(
             shadow: None,
         })),
         Err(e) => {
-            tracing::error!(experiment = %stored.row.key, error = %e, "policy update failed; keeping the previous snapshot");
+            tracing::error!(experiment = %stored.row.key, %label, error = %e, "policy update failed; keeping the previous state");
             Ok(None)
         }
     }

@@ -20,10 +20,9 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use super::contextual;
-use crate::experiment::definition::{Definition, MetricKind, ShadowDef};
+use crate::experiment::definition::{MetricKind, ShadowDef};
 use crate::experiment::registry::SnapshotState;
 use crate::ope::estimators::{point_estimate, terms, Estimator, EstimatorInputs, RatioTerms};
-use crate::policy::{self, explore, ArmFeedback};
 use crate::store::queries::{self, StoredExperiment};
 use crate::store::{Db, StoreError};
 
@@ -186,43 +185,18 @@ pub fn learn(
     until: NaiveDateTime,
     next_policy_version: i64,
 ) -> Result<Option<SnapshotState>, StoreError> {
-    let def: &Definition = &stored.definition;
     if candidate.policy.is_contextual() {
         return Ok(contextual::update(db, stored, previous, until)?.map(|(next, _)| next));
     }
-    let arm_keys = def.arm_keys();
-    let aggregates = queries::arm_feedback(
+    super::context_free_update(
         db,
-        stored.row.id,
-        stored.row.current_version,
-        &def.primary_metric.name,
-        candidate.policy.wants_binary_reward(),
+        stored,
+        &candidate.policy,
+        Some(previous.feedback.as_slice()),
         until,
-    )?;
-    let mut feedback = vec![ArmFeedback::default(); arm_keys.len()];
-    for a in aggregates {
-        if let Some(i) = def.arm_index(&a.arm) {
-            feedback[i] = ArmFeedback { n: a.n.max(0) as u64, sum: a.s, sum_sq: a.ss };
-        }
-    }
-    if previous.feedback == feedback {
-        return Ok(None);
-    }
-    let seed = explore::draw_seed(&stored.row.salt, "shadow-snapshot", &next_policy_version.to_string());
-    match policy::update_state(&candidate.policy, &arm_keys, &feedback, seed) {
-        Ok(state) => Ok(Some(SnapshotState {
-            policy: state,
-            feedback,
-            linear: None,
-            neural: None,
-            learned_until: None,
-            shadow: None,
-        })),
-        Err(e) => {
-            tracing::error!(experiment = %stored.row.key, error = %e, "shadow candidate update failed; keeping its state");
-            Ok(None)
-        }
-    }
+        "shadow-snapshot",
+        next_policy_version,
+    )
 }
 
 #[cfg(test)]
