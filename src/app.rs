@@ -45,6 +45,10 @@ pub struct AppState {
     /// always what the store holds. Bounded by clearing when full.
     sticky: RwLock<HashMap<StickyKey, (String, f64)>>,
     stamp: RwLock<Option<queries::Stamp>>,
+    /// Held for a whole registry refresh: two refreshes that overlapped (the background
+    /// refresher and a request that just changed an experiment) could otherwise store the
+    /// older registry last, and it would be served until the next refresh.
+    refreshing: std::sync::Mutex<()>,
 }
 
 impl AppState {
@@ -68,6 +72,7 @@ impl AppState {
             keys: RwLock::new(HashMap::new()),
             sticky: RwLock::new(HashMap::new()),
             stamp: RwLock::new(None),
+            refreshing: std::sync::Mutex::new(()),
         }
     }
 
@@ -84,6 +89,7 @@ impl AppState {
     /// Reloads the registry when the store's fingerprint changed; returns whether it did.
     /// An experiment whose snapshot cannot be read keeps its previous live version.
     pub fn refresh_registry(&self) -> Result<bool, StoreError> {
+        let _one_at_a_time = self.refreshing.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         let stamp = queries::registry_stamp(&self.db)?;
         if self.stamp.read().map(|s| *s == Some(stamp)).unwrap_or(false) {
             return Ok(false);

@@ -38,6 +38,12 @@ pub struct Settings {
     /// Where policy scoring runs: `auto` (the first GPU when built with `cuda`, else the
     /// CPU), `cpu` or `cuda:N`. Resolved once at start.
     pub device: String,
+    /// The neural scorer's micro-batcher: most requests per forward pass, the longest wait
+    /// for more after the first, and the largest CPU model scored inline instead (0 = always
+    /// batch). See `scoring::BatchConfig`.
+    pub scoring_max_batch: usize,
+    pub scoring_max_wait: String,
+    pub scoring_inline_max_params: usize,
     pub log_json: bool,
 }
 
@@ -61,6 +67,9 @@ impl Default for Settings {
             run_analyzer: true,
             report_schedule: "mon 06:00".into(),
             device: "auto".into(),
+            scoring_max_batch: 256,
+            scoring_max_wait: "1ms".into(),
+            scoring_inline_max_params: 0,
             log_json: false,
         }
     }
@@ -128,6 +137,18 @@ pub struct SettingsArgs {
     /// feature) [default: auto].
     #[arg(long, env = "STRATEGIST_DEVICE")]
     pub device: Option<String>,
+    /// Most requests the neural scorer's micro-batcher puts in one forward pass (1–65536)
+    /// [default: 256].
+    #[arg(long, env = "STRATEGIST_SCORING_MAX_BATCH")]
+    pub scoring_max_batch: Option<usize>,
+    /// Longest the micro-batcher waits for more requests after a batch's first, e.g. 1ms or
+    /// 0ms (no timer) [default: 1ms].
+    #[arg(long, env = "STRATEGIST_SCORING_MAX_WAIT")]
+    pub scoring_max_wait: Option<String>,
+    /// On the CPU, neural models with at most this many parameters are scored inline, one
+    /// request at a time, instead of batched (0 = always batch) [default: 0].
+    #[arg(long, env = "STRATEGIST_SCORING_INLINE_MAX_PARAMS")]
+    pub scoring_inline_max_params: Option<usize>,
     /// Log as JSON lines [default: false].
     #[arg(long, env = "STRATEGIST_LOG_JSON")]
     pub log_json: Option<bool>,
@@ -176,6 +197,9 @@ impl Settings {
             run_analyzer,
             report_schedule,
             device,
+            scoring_max_batch,
+            scoring_max_wait,
+            scoring_inline_max_params,
             log_json
         );
         s.check()?;
@@ -189,6 +213,7 @@ impl Settings {
             ("writer_batch_wait", &self.writer_batch_wait),
             ("analyzer_interval", &self.analyzer_interval),
             ("analyzer_margin", &self.analyzer_margin),
+            ("scoring_max_wait", &self.scoring_max_wait),
         ] {
             parse_duration(v).map_err(|reason| ConfigError::Invalid { field, reason })?;
         }
@@ -197,6 +222,10 @@ impl Settings {
         self.device
             .parse::<crate::scoring::DeviceSpec>()
             .map_err(|e| ConfigError::Invalid { field: "device", reason: e.to_string() })?;
+        if let Err(crate::scoring::ScoringError::InvalidConfig { field, reason }) = self.scoring_batch().validate() {
+            let field = if field == "max_wait" { "scoring_max_wait" } else { "scoring_max_batch" };
+            return Err(ConfigError::Invalid { field, reason });
+        }
         if self.writer_max_batch == 0 {
             return Err(ConfigError::Invalid { field: "writer_max_batch", reason: "must be at least 1".into() });
         }
@@ -228,6 +257,16 @@ impl Settings {
     /// The report job's schedule; `None` when disabled (checked by `load`).
     pub fn report_schedule(&self) -> Option<crate::report::job::Schedule> {
         crate::report::job::Schedule::parse(&self.report_schedule).ok().flatten()
+    }
+
+    /// The neural scorer's micro-batcher bounds (queue capacity: the default).
+    pub fn scoring_batch(&self) -> crate::scoring::BatchConfig {
+        crate::scoring::BatchConfig {
+            max_batch: self.scoring_max_batch,
+            max_wait: parse_duration(&self.scoring_max_wait).unwrap_or(Duration::from_millis(1)),
+            inline_max_params: self.scoring_inline_max_params,
+            ..Default::default()
+        }
     }
 
     pub fn batch_wait(&self) -> Duration {
@@ -265,5 +304,26 @@ mod tests {
         }
         let bad = SettingsArgs { device: Some("gpu".into()), ..Default::default() };
         assert!(matches!(Settings::load(&bad), Err(ConfigError::Invalid { field: "device", .. })));
+    }
+
+    #[test]
+    fn the_scoring_batcher_bounds_default_to_256_and_1ms_and_are_checked() {
+        let s = Settings::load(&SettingsArgs::default()).unwrap();
+        let b = s.scoring_batch();
+        assert_eq!((b.max_batch, b.max_wait, b.inline_max_params), (256, Duration::from_millis(1), 0));
+        let args = SettingsArgs {
+            scoring_max_batch: Some(64),
+            scoring_max_wait: Some("0ms".into()),
+            scoring_inline_max_params: Some(5_000),
+            ..Default::default()
+        };
+        let b = Settings::load(&args).unwrap().scoring_batch();
+        assert_eq!((b.max_batch, b.max_wait, b.inline_max_params), (64, Duration::ZERO, 5_000));
+        let bad = SettingsArgs { scoring_max_batch: Some(0), ..Default::default() };
+        assert!(matches!(Settings::load(&bad), Err(ConfigError::Invalid { field: "scoring_max_batch", .. })));
+        for wait in ["later", "2s"] {
+            let bad = SettingsArgs { scoring_max_wait: Some(wait.into()), ..Default::default() };
+            assert!(matches!(Settings::load(&bad), Err(ConfigError::Invalid { field: "scoring_max_wait", .. })));
+        }
     }
 }

@@ -79,7 +79,8 @@ impl Application {
             metrics.clone(),
             db_up.clone(),
         );
-        let scoring = crate::experiment::registry::ScoringSetup { device: device.clone(), ..Default::default() };
+        let scoring =
+            crate::experiment::registry::ScoringSetup { device: device.clone(), batch: settings.scoring_batch() };
         let state = web::Data::new(
             AppState::new(db.clone(), writer, metrics.clone(), secret.into_bytes(), db_up, settings.max_body_bytes)
                 .with_scoring(scoring),

@@ -85,6 +85,9 @@ pub enum NeuralError {
     /// Stored weights do not fit the declared model.
     #[error("invalid neural weights: {reason}")]
     InvalidWeights { reason: String },
+    /// Training produced non-finite weights; the policy keeps the weights it had.
+    #[error("training diverged (non-finite weights after {steps} steps); the previous weights are kept")]
+    Diverged { steps: u64 },
     /// candle failed (an internal error: shapes are checked before).
     #[error("candle: {0}")]
     Backend(String),
@@ -98,6 +101,7 @@ impl NeuralError {
             NeuralError::NoArms => "no_arms",
             NeuralError::InvalidInput { .. } => "invalid_context",
             NeuralError::InvalidWeights { .. } => "invalid_policy_state",
+            NeuralError::Diverged { .. } => "training_diverged",
             NeuralError::Backend(_) => "neural_backend_error",
         }
     }
@@ -124,6 +128,9 @@ impl From<NeuralError> for PolicyError {
             NeuralError::NoArms => PolicyError::NoArms,
             NeuralError::InvalidInput { reason } => PolicyError::InvalidContext { reason },
             NeuralError::InvalidWeights { reason } => PolicyError::InvalidState { reason },
+            NeuralError::Diverged { steps } => {
+                PolicyError::InvalidState { reason: NeuralError::Diverged { steps }.to_string() }
+            }
             NeuralError::Backend(reason) => PolicyError::InvalidState { reason: format!("candle: {reason}") },
         }
     }
@@ -660,6 +667,7 @@ impl NeuralPolicy {
     pub fn train(&mut self, rows: &[LoggedRow]) -> Result<TrainReport, NeuralError> {
         self.check_rows(rows)?;
         let snips_before = self.snips(rows)?.unwrap_or(f64::NAN);
+        let before = self.snapshot()?;
         let baseline = rows.iter().map(|r| r.reward).sum::<f64>() / rows.len() as f64;
         let vars: Vec<Var> = lock_vars(&self.varmap)?.into_iter().map(|(_, v)| v).collect();
         let adam = candle_nn::ParamsAdamW {
@@ -688,8 +696,23 @@ impl NeuralPolicy {
                 steps += 1;
             }
         }
+        if !self.weights_finite()? {
+            *self = NeuralPolicy::from_snapshot(&before, &self.device.clone())?;
+            return Err(NeuralError::Diverged { steps });
+        }
         let snips_after = self.snips(rows)?.unwrap_or(f64::NAN);
         Ok(TrainReport { rows: rows.len(), steps, snips_before, snips_after })
+    }
+
+    /// Whether every weight is finite.
+    fn weights_finite(&self) -> Result<bool, NeuralError> {
+        for (_, var) in lock_vars(&self.varmap)? {
+            let values: Vec<f32> = var.as_tensor().flatten_all()?.to_dtype(DType::F32)?.to_vec1()?;
+            if values.iter().any(|v| !v.is_finite()) {
+                return Ok(false);
+            }
+        }
+        Ok(true)
     }
 
     /// `−Σ w_i (r_i − b) / Σ w_i` over the minibatch, `w_i = min(π_θ(a_i|x_i)/p_i, clip)`.
@@ -708,7 +731,10 @@ impl NeuralPolicy {
         let log_pi_a = log_pi.gather(&arms, 1)?.squeeze(1)?;
         let w = (log_pi_a.exp()? * inv_p)?.minimum(self.params.clip as f32)?;
         let num = (&w * centred)?.sum_all()?;
-        let den = w.sum_all()?;
+        // When π_θ gives every logged arm of the minibatch a probability that underflows to
+        // 0 in f32, Σ w = 0 and the ratio would be 0/0 = NaN, and one NaN step poisons every
+        // weight; with the floor the loss is 0 there and carries no gradient.
+        let den = w.sum_all()?.maximum(1e-12f32)?;
         Ok((num / den)?.neg()?)
     }
 
@@ -1226,6 +1252,35 @@ mod tests {
             "before {v0:.3}, after {v1:.3}, uniform {uniform:.3}, best {best:.3}, {report:?}"
         );
         assert_eq!(report.steps, 25 * 5);
+    }
+
+    /// A sharp policy gives the logged arms of a minibatch probabilities that underflow to 0:
+    /// the SNIPW ratio was 0/0 and one NaN step poisoned every weight (seen in the learner:
+    /// a snapshot that no process could load). Training now stays finite there.
+    #[test]
+    fn training_stays_finite_when_every_logged_arm_has_probability_zero() {
+        let params = NeuralParams { temperature: 1e-7, epochs: 2, batch_size: 16, ..tiny(4, 11) };
+        let mut policy = NeuralPolicy::new(params, 3, &Device::Cpu).unwrap();
+        let mut rng = StdRng::seed_from_u64(8);
+        let inputs: Vec<NeuralInput> = (0..64)
+            .map(|_| {
+                NeuralInput::without_events(&(0..4).map(|_| StandardNormal.sample(&mut rng)).collect::<Vec<f64>>())
+            })
+            .collect();
+        let pmfs = policy.pmfs(&inputs).unwrap();
+        let rows: Vec<LoggedRow> = inputs
+            .into_iter()
+            .zip(&pmfs)
+            .map(|(input, pmf)| {
+                // The arm the sharp policy gives the least probability (0 in f32).
+                let arm = (0..3).min_by(|a, b| pmf[*a].total_cmp(&pmf[*b])).unwrap();
+                LoggedRow { input, arm, propensity: 1.0 / 3.0, reward: 1.0 }
+            })
+            .collect();
+        assert!(rows.iter().zip(&pmfs).all(|(r, p)| p[r.arm] < 1e-40), "the logged arms underflow in f32");
+        policy.train(&rows).unwrap();
+        assert!(policy.weights_finite().unwrap());
+        NeuralPolicy::from_snapshot(&policy.snapshot().unwrap(), &Device::Cpu).unwrap();
     }
 
     #[test]

@@ -110,13 +110,13 @@ impl LogWriter {
         let (tx, rx) = sync_channel::<Job>(cfg.queue_capacity.max(1));
         let rx = Arc::new(Mutex::new(rx));
         let depth = Arc::new(AtomicUsize::new(0));
+        let health = Arc::new(Health { db_up: db_up.clone(), metrics, down_since: Mutex::new(None) });
         let workers: Vec<_> = (0..cfg.threads.max(1))
             .map(|i| {
-                let (db, cfg, rx, d, metrics, up) =
-                    (db.clone(), cfg.clone(), rx.clone(), depth.clone(), metrics.clone(), db_up.clone());
+                let (db, cfg, rx, d, health) = (db.clone(), cfg.clone(), rx.clone(), depth.clone(), health.clone());
                 std::thread::Builder::new()
                     .name(format!("log-writer-{i}"))
-                    .spawn(move || run(db, cfg, rx, d, metrics, up))
+                    .spawn(move || run(db, cfg, rx, d, health))
                     .unwrap_or_else(|e| panic!("cannot start a log writer thread: {e}"))
             })
             .collect();
@@ -191,14 +191,37 @@ fn next_batch(rx: &Mutex<Receiver<Job>>, cfg: &WriterConfig) -> Option<Vec<Job>>
     Some(batch)
 }
 
-fn run(
-    db: Db,
-    cfg: WriterConfig,
-    rx: Arc<Mutex<Receiver<Job>>>,
-    depth: Arc<AtomicUsize>,
-    metrics: Arc<Metrics>,
+/// The store's health as the writer threads see it (`db_up` and the `db_up` gauge). With
+/// several threads, a commit that began before an outage can return after another thread's
+/// commit found the database away; such a late success does not mark the store up again —
+/// only a commit that began after the last failure does.
+struct Health {
     db_up: Arc<AtomicBool>,
-) {
+    metrics: Arc<Metrics>,
+    down_since: Mutex<Option<Instant>>,
+}
+
+impl Health {
+    fn failed(&self) {
+        let mut down = self.down_since.lock().unwrap_or_else(|p| p.into_inner());
+        *down = Some(Instant::now());
+        self.db_up.store(false, Ordering::Relaxed);
+        self.metrics.db_up.set(0);
+    }
+
+    fn succeeded(&self, started: Instant) {
+        let mut down = self.down_since.lock().unwrap_or_else(|p| p.into_inner());
+        if down.is_some_and(|since| started < since) {
+            return;
+        }
+        *down = None;
+        self.db_up.store(true, Ordering::Relaxed);
+        self.metrics.db_up.set(1);
+    }
+}
+
+fn run(db: Db, cfg: WriterConfig, rx: Arc<Mutex<Receiver<Job>>>, depth: Arc<AtomicUsize>, health: Arc<Health>) {
+    let metrics = health.metrics.clone();
     while let Some(batch) = next_batch(&rx, &cfg) {
         depth.fetch_sub(batch.len(), Ordering::Relaxed);
         metrics.writer_batch_size.observe(batch.len() as f64);
@@ -207,13 +230,11 @@ fn run(
         let items: Vec<&WriteItem> = batch.iter().map(|j| &j.item).collect();
         let results = match commit(&db, &items) {
             Ok(outcomes) => {
-                db_up.store(true, Ordering::Relaxed);
-                metrics.db_up.set(1);
+                health.succeeded(started);
                 outcomes.into_iter().map(Ok).collect::<Vec<_>>()
             }
             Err(e) if e.is_unavailable() => {
-                db_up.store(false, Ordering::Relaxed);
-                metrics.db_up.set(0);
+                health.failed();
                 tracing::warn!(error = %e, items = batch.len(), "log batch not committed: database unavailable");
                 batch.iter().map(|_| Err(StoreError::Unavailable(e.to_string()))).collect()
             }

@@ -164,7 +164,13 @@ async fn an_admin_promotes_a_candidate_by_decision_and_others_may_not(backend: B
     // The new live policy serves the candidate's weights.
     let served = round(&app, "manual", "after", 200).await;
     let on_c = served.iter().filter(|d| d["arm"] == "c").count();
-    assert!(on_c > 150, "{on_c} / 200 on `c`");
+    // The candidate's weights are served, mixed with the floor: `c` is drawn with the
+    // propensity its answers carry (0.9 · (1 − 3 · 0.05) + 0.05 = 0.815); the share drawn
+    // must match it within four binomial standard deviations, far from the old 0.1.
+    let p_c = served.iter().find(|d| d["arm"] == "c").and_then(|d| d["propensity"].as_f64()).unwrap();
+    assert!((p_c - 0.815).abs() < 1e-9, "the candidate's weights with the floor: {p_c}");
+    let sd = (200.0 * p_c * (1.0 - p_c)).sqrt();
+    assert!((on_c as f64 - 200.0 * p_c).abs() <= 4.0 * sd, "{on_c} / 200 on `c`, PMF {p_c}");
     // Nothing left to promote.
     let (s, v) =
         app.request("POST", "/v1/experiments/manual/shadow/promote", Some(&app.admin_key), Some(&json!({}))).await;
