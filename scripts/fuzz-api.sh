@@ -11,7 +11,7 @@
 # debug binary (honours CARGO_TARGET_DIR; STRATEGIST_BIN skips the build); creates a
 # temporary SQLite store, migrates it, applies experiments/, creates an `admin` and an
 # `assign` key, and starts `strategist serve` on a free loopback port. Then two runs:
-# the `assign` key against /v1/assign* and /v1/rewards*, the `admin` key against every
+# the `assign` key against /v1/assign*, /v1/rewards* and /v1/events*, the `admin` key against every
 # other operation (an admin key may not assign, so one key would only ever test 403s
 # there). Each run is bounded by --max-examples per operation (default 50); --max-time
 # instead keeps fuzzing until that many seconds are spent (schemathesis repeats its
@@ -152,8 +152,8 @@ run_st() {
     kill -0 "$SERVER_PID" 2>/dev/null || FINDINGS+=("the server died during the $name run")
 }
 
-run_st decisions "$ASSIGN_KEY" --include-path-regex '^/v1/(assign|rewards)'
-kill -0 "$SERVER_PID" 2>/dev/null && run_st admin "$ADMIN_KEY" --exclude-path-regex '^/v1/(assign|rewards)'
+run_st decisions "$ASSIGN_KEY" --include-path-regex '^/v1/(assign|rewards|events)'
+kill -0 "$SERVER_PID" 2>/dev/null && run_st admin "$ADMIN_KEY" --exclude-path-regex '^/v1/(assign|rewards|events)'
 
 # ------------------------------------------------------------------ crash checks
 if kill -0 "$SERVER_PID" 2>/dev/null; then
