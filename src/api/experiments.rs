@@ -475,24 +475,38 @@ pub async fn shadow_promote(
     path: web::Path<String>,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
-    let key = path.into_inner();
-    check_path_key(&key)?;
-    let reason = shadow_reason(&state, payload).await?;
-    let who = actor(&req);
-    let st = state.clone();
-    let stored = web::block(move || {
-        let current = queries::get_experiment(&st.db, &key).map_err(|e| match e {
+    shadow_action(state, req, path, payload, |db, key, who, reason| {
+        let current = queries::get_experiment(db, &key).map_err(|e| match e {
             crate::store::StoreError::NotFound => AdminError::NotFound(key.clone()),
             other => AdminError::Store(other),
         })?;
         let cutoff =
             crate::experiment::definition::time_before(crate::store::now(), current.definition.reward_wait_duration());
-        let evaluation = crate::learner::shadow::evaluate_stored(&st.db, &current, cutoff)?
+        let evaluation = crate::learner::shadow::evaluate_stored(db, &current, cutoff)?
             .map(|e| serde_json::to_value(e).unwrap_or_default())
             .unwrap_or_default();
-        admin::promote_shadow(&st.db, &key, &who, &reason, evaluation)
+        admin::promote_shadow(db, &key, &who, &reason, evaluation)
     })
-    .await??;
+    .await
+}
+
+/// The shared shape of the shadow actions: the path key, the optional reason, the caller as
+/// actor, the change in the blocking pool, then the registry reload and the new view.
+async fn shadow_action(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    path: web::Path<String>,
+    payload: web::Payload,
+    act: impl FnOnce(&crate::store::Db, String, String, String) -> Result<queries::StoredExperiment, AdminError>
+        + Send
+        + 'static,
+) -> Result<HttpResponse, ApiError> {
+    let key = path.into_inner();
+    check_path_key(&key)?;
+    let reason = shadow_reason(&state, payload).await?;
+    let who = actor(&req);
+    let st = state.clone();
+    let stored = web::block(move || act(&st.db, key, who, reason)).await??;
     reload(&state).await;
     Ok(HttpResponse::Ok().json(view(&state, &stored)))
 }
@@ -512,12 +526,5 @@ pub async fn shadow_drop(
     path: web::Path<String>,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
-    let key = path.into_inner();
-    check_path_key(&key)?;
-    let reason = shadow_reason(&state, payload).await?;
-    let who = actor(&req);
-    let st = state.clone();
-    let stored = web::block(move || admin::drop_shadow(&st.db, &key, &who, &reason)).await??;
-    reload(&state).await;
-    Ok(HttpResponse::Ok().json(view(&state, &stored)))
+    shadow_action(state, req, path, payload, |db, key, who, reason| admin::drop_shadow(db, &key, &who, &reason)).await
 }
