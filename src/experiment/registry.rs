@@ -341,28 +341,23 @@ impl LiveExperiment {
             return Ok(Draw::Default { arm: self.default_arm_among(eligible), reason });
         }
         let seed = explore::draw_seed(&self.salt, unit_id, request_id);
-        let needs_context = || PolicyError::NeedsContext { kind: self.definition.policy.kind() };
         let floor = self.definition.min_propensity;
-        let pmf = match (&self.snapshot.linear, self.definition.policy.linear_exploration()) {
-            (Some(model), Some(exploration)) => {
-                let PolicyInput::Features(x) = input else { return Err(needs_context()) };
-                // The Monte Carlo draws get their own seed (a hash of the draw's seed),
-                // so the PMF and the uniform that picks from it are not the same number.
-                let mc_seed = explore::draw_seed(&self.salt, "pmf", &seed.to_string());
-                model.pmf(exploration, x, eligible, floor, mc_seed)?
+        let pmf = if self.definition.policy.is_neural() {
+            let PolicyInput::Scored(raw) = input else {
+                return Err(PolicyError::NeedsContext { kind: self.definition.policy.kind() });
+            };
+            if raw.len() != eligible.len() {
+                return Err(PolicyError::ArmCountMismatch {
+                    what: "neural PMF".into(),
+                    expected: eligible.len(),
+                    got: raw.len(),
+                });
             }
-            _ if self.definition.policy.is_neural() => {
-                let PolicyInput::Scored(raw) = input else { return Err(needs_context()) };
-                if raw.len() != eligible.len() {
-                    return Err(PolicyError::ArmCountMismatch {
-                        what: "neural PMF".into(),
-                        expected: eligible.len(),
-                        got: raw.len(),
-                    });
-                }
-                explore::restrict_and_floor(raw, eligible, floor)?
-            }
-            _ => explore::restrict_and_floor(&self.snapshot.policy.pmf, eligible, floor)?,
+            explore::restrict_and_floor(raw, eligible, floor)?
+        } else {
+            // The Monte Carlo draws get their own seed (a hash of the draw's seed), so the
+            // PMF and the uniform that picks from it are not the same number.
+            self.state_pmf(&self.snapshot, &self.definition.policy, input, eligible, seed, "pmf")?
         };
         let u = explore::unit_uniform(seed);
         let arm = explore::draw(&pmf, u);
@@ -384,19 +379,34 @@ impl LiveExperiment {
         let (Some(candidate), Some(state)) = (&self.definition.shadow, &self.snapshot.shadow) else {
             return Ok(None);
         };
+        let seed = explore::draw_seed(&self.salt, unit_id, request_id);
+        self.state_pmf(state, &candidate.policy, input, eligible, seed, "shadow-pmf").map(Some)
+    }
+
+    /// The floored PMF of a context-free or linear policy `spec` in `state` (the live
+    /// snapshot or the shadow candidate's): a linear model's Monte Carlo PMF for the
+    /// request's features, seeded by a hash of the draw's `seed` under `label`, else the
+    /// state's fixed PMF restricted to the eligible arms.
+    fn state_pmf(
+        &self,
+        state: &SnapshotState,
+        spec: &crate::policy::PolicySpec,
+        input: PolicyInput<'_>,
+        eligible: &[bool],
+        seed: u64,
+        label: &str,
+    ) -> Result<Vec<f64>, PolicyError> {
         let floor = self.definition.min_propensity;
-        let pmf = match (&state.linear, candidate.policy.linear_exploration()) {
+        match (&state.linear, spec.linear_exploration()) {
             (Some(model), Some(exploration)) => {
                 let PolicyInput::Features(x) = input else {
-                    return Err(PolicyError::NeedsContext { kind: candidate.policy.kind() });
+                    return Err(PolicyError::NeedsContext { kind: spec.kind() });
                 };
-                let seed = explore::draw_seed(&self.salt, unit_id, request_id);
-                let mc_seed = explore::draw_seed(&self.salt, "shadow-pmf", &seed.to_string());
-                model.pmf(exploration, x, eligible, floor, mc_seed)?
+                let mc_seed = explore::draw_seed(&self.salt, label, &seed.to_string());
+                Ok(model.pmf(exploration, x, eligible, floor, mc_seed)?)
             }
-            _ => explore::restrict_and_floor(&state.policy.pmf, eligible, floor)?,
-        };
-        Ok(Some(pmf))
+            _ => Ok(explore::restrict_and_floor(&state.policy.pmf, eligible, floor)?),
+        }
     }
 }
 
