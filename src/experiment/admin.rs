@@ -253,6 +253,17 @@ pub fn transition(
     Ok(StoredExperiment { row, definition: current.definition })
 }
 
+/// The experiment `key` and its status, when it is running or paused (the states a
+/// promotion can start from); otherwise `action` is refused as a transition.
+fn running_or_paused(db: &Db, key: &str, action: &'static str) -> Result<(StoredExperiment, Status), AdminError> {
+    let current = queries::get_experiment(db, key).map_err(|e| not_found(e, key))?;
+    let from = current.status();
+    if !matches!(from, Status::Running | Status::Paused) {
+        return Err(AdminError::Transition { action, from: from.as_str() });
+    }
+    Ok((current, from))
+}
+
 /// Promotes `arm`. Without a holdout the experiment is concluded and every unit gets
 /// `arm` (unlogged). With `holdout` in (0, 1) it keeps running in a new version whose
 /// policy serves `arm` to 1 − holdout of the traffic and control to the rest (no floor for
@@ -267,11 +278,7 @@ pub fn promote(
     reason: &str,
     details: serde_json::Value,
 ) -> Result<StoredExperiment, AdminError> {
-    let current = queries::get_experiment(db, key).map_err(|e| not_found(e, key))?;
-    let from = current.status();
-    if !matches!(from, Status::Running | Status::Paused) {
-        return Err(AdminError::Transition { action: "promote", from: from.as_str() });
-    }
+    let (current, from) = running_or_paused(db, key, "promote")?;
     let def = &current.definition;
     if def.arm_index(arm).is_none() {
         return Err(AdminError::UnknownArm(arm.to_string()));
@@ -338,11 +345,7 @@ pub fn promote_shadow(
     reason: &str,
     details: serde_json::Value,
 ) -> Result<StoredExperiment, AdminError> {
-    let current = queries::get_experiment(db, key).map_err(|e| not_found(e, key))?;
-    let from = current.status();
-    if !matches!(from, Status::Running | Status::Paused) {
-        return Err(AdminError::Transition { action: "promote_shadow", from: from.as_str() });
-    }
+    let (current, _) = running_or_paused(db, key, "promote_shadow")?;
     let Some(candidate) = current.definition.shadow.clone() else {
         return Err(AdminError::NoShadow(key.to_string()));
     };
