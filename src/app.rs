@@ -60,6 +60,7 @@ impl AppState {
         db_up: Arc<AtomicBool>,
         max_body_bytes: usize,
     ) -> AppState {
+        let scoring = ScoringSetup { metrics: metrics.scoring.clone(), ..ScoringSetup::default() };
         AppState {
             db,
             writer,
@@ -68,7 +69,7 @@ impl AppState {
             unit_secret,
             db_up,
             max_body_bytes,
-            scoring: ScoringSetup::default(),
+            scoring,
             keys: RwLock::new(HashMap::new()),
             sticky: RwLock::new(HashMap::new()),
             stamp: RwLock::new(None),

@@ -79,8 +79,11 @@ impl Application {
             metrics.clone(),
             db_up.clone(),
         );
-        let scoring =
-            crate::experiment::registry::ScoringSetup { device: device.clone(), batch: settings.scoring_batch() };
+        let scoring = crate::experiment::registry::ScoringSetup {
+            device: device.clone(),
+            batch: settings.scoring_batch(),
+            metrics: metrics.scoring.clone(),
+        };
         let state = web::Data::new(
             AppState::new(db.clone(), writer, metrics.clone(), secret.into_bytes(), db_up, settings.max_body_bytes)
                 .with_scoring(scoring),

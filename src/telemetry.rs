@@ -6,7 +6,8 @@
 use std::time::Duration;
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    TextEncoder,
 };
 
 /// A background loop whose runs are counted and timed.
@@ -73,6 +74,110 @@ pub struct Metrics {
     pub background_run_duration: HistogramVec,
     pub db_up: IntGauge,
     pub policy_version: prometheus::IntGaugeVec,
+    /// The `neural_pg` scorers' series (micro-batcher and inline scoring).
+    pub scoring: ScoringMetrics,
+}
+
+/// What the `neural_pg` scorers report, by experiment: requests per forward pass, the time
+/// a request waited for its batch, the forward pass itself, the requests queued and those
+/// refused because the queue was full. One series per experiment key (bounded by the
+/// definitions), kept across snapshot swaps.
+#[derive(Clone)]
+pub struct ScoringMetrics {
+    pub batch_size: HistogramVec,
+    pub queue_wait_seconds: HistogramVec,
+    pub forward_seconds: HistogramVec,
+    pub queue_depth: IntGaugeVec,
+    pub overloaded: IntCounterVec,
+}
+
+impl ScoringMetrics {
+    /// The series, not yet registered anywhere (see [`Metrics::new`]).
+    pub fn new() -> ScoringMetrics {
+        let fast = vec![0.00001, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5];
+        let sizes = (0..=12).map(|i| f64::from(1u32 << i)).collect::<Vec<_>>();
+        ScoringMetrics {
+            batch_size: must(HistogramVec::new(
+                HistogramOpts::new("strategist_scoring_batch_size", "Requests scored per forward pass, by experiment")
+                    .buckets(sizes),
+                &["experiment"],
+            )),
+            queue_wait_seconds: must(HistogramVec::new(
+                HistogramOpts::new(
+                    "strategist_scoring_queue_wait_seconds",
+                    "Time from a scoring request's arrival to the start of its forward pass, by experiment",
+                )
+                .buckets(fast.clone()),
+                &["experiment"],
+            )),
+            forward_seconds: must(HistogramVec::new(
+                HistogramOpts::new("strategist_scoring_forward_seconds", "Duration of one forward pass, by experiment")
+                    .buckets(fast),
+                &["experiment"],
+            )),
+            queue_depth: must(IntGaugeVec::new(
+                Opts::new("strategist_scoring_queue_depth", "Scoring requests waiting for a batch, by experiment"),
+                &["experiment"],
+            )),
+            overloaded: must(IntCounterVec::new(
+                Opts::new(
+                    "strategist_scoring_overloaded_total",
+                    "Scoring requests refused because the batcher's queue was full (503 scoring_overloaded)",
+                ),
+                &["experiment"],
+            )),
+        }
+    }
+
+    /// The handles one experiment's scorer writes to.
+    pub fn scorer(&self, experiment: &str) -> ScorerMetrics {
+        ScorerMetrics {
+            batch_size: self.batch_size.with_label_values(&[experiment]),
+            queue_wait_seconds: self.queue_wait_seconds.with_label_values(&[experiment]),
+            forward_seconds: self.forward_seconds.with_label_values(&[experiment]),
+            queue_depth: self.queue_depth.with_label_values(&[experiment]),
+            overloaded: self.overloaded.with_label_values(&[experiment]),
+        }
+    }
+
+    fn collectors(&self) -> [Box<dyn prometheus::core::Collector>; 5] {
+        [
+            Box::new(self.batch_size.clone()),
+            Box::new(self.queue_wait_seconds.clone()),
+            Box::new(self.forward_seconds.clone()),
+            Box::new(self.queue_depth.clone()),
+            Box::new(self.overloaded.clone()),
+        ]
+    }
+}
+
+impl Default for ScoringMetrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl std::fmt::Debug for ScoringMetrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ScoringMetrics")
+    }
+}
+
+/// One experiment's scoring series (see [`ScoringMetrics`]).
+#[derive(Clone)]
+pub struct ScorerMetrics {
+    pub batch_size: Histogram,
+    pub queue_wait_seconds: Histogram,
+    pub forward_seconds: Histogram,
+    pub queue_depth: IntGauge,
+    pub overloaded: IntCounter,
+}
+
+impl ScorerMetrics {
+    /// Handles registered nowhere (benches, tests and the CLI, where nobody scrapes).
+    pub fn unregistered() -> ScorerMetrics {
+        ScoringMetrics::new().scorer("")
+    }
 }
 
 fn must<T>(r: prometheus::Result<T>) -> T {
@@ -170,6 +275,7 @@ impl Metrics {
             Opts::new("strategist_policy_version", "Policy version served, by experiment"),
             &["experiment"],
         ));
+        let scoring = ScoringMetrics::new();
         for c in [
             Box::new(http_duration.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(http_responses.clone()),
@@ -189,7 +295,10 @@ impl Metrics {
             Box::new(background_run_duration.clone()),
             Box::new(db_up.clone()),
             Box::new(policy_version.clone()),
-        ] {
+        ]
+        .into_iter()
+        .chain(scoring.collectors())
+        {
             must(registry.register(c));
         }
         Metrics {
@@ -212,6 +321,7 @@ impl Metrics {
             background_run_duration,
             db_up,
             policy_version,
+            scoring,
         }
     }
 

@@ -22,6 +22,7 @@ use crate::policy::{explore, ArmFeedback, PolicyError, PolicyState};
 use crate::scoring::{BatchConfig, Scoring, ScoringError};
 use crate::store::models::SnapshotRow;
 use crate::store::queries::StoredExperiment;
+use crate::telemetry::ScoringMetrics;
 
 /// What a policy snapshot row holds: the policy's state and the feedback it was fitted on.
 /// A contextual policy (`lin_ts`, `lin_ucb`) also holds its linear model and how far the
@@ -66,16 +67,25 @@ pub struct NeuralState {
 }
 
 /// Where and how this process scores neural policies: the device resolved once from
-/// `--device`, and the micro-batcher's bounds.
+/// `--device`, the micro-batcher's bounds, and the Prometheus series the scorers report to
+/// (unregistered by default; `AppState` uses its registry's).
 #[derive(Debug, Clone)]
 pub struct ScoringSetup {
     pub device: Device,
     pub batch: BatchConfig,
+    pub metrics: ScoringMetrics,
 }
 
 impl Default for ScoringSetup {
     fn default() -> Self {
-        ScoringSetup { device: Device::Cpu, batch: BatchConfig::default() }
+        ScoringSetup::new(Device::Cpu, BatchConfig::default())
+    }
+}
+
+impl ScoringSetup {
+    /// Scoring on `device` with `batch` bounds, reporting to no registry.
+    pub fn new(device: Device, batch: BatchConfig) -> Self {
+        ScoringSetup { device, batch, metrics: ScoringMetrics::new() }
     }
 }
 
@@ -96,10 +106,11 @@ impl std::fmt::Debug for NeuralServing {
 }
 
 impl NeuralServing {
-    /// Loads `model` on `setup.device` and starts its scorer.
-    pub fn new(model: &NeuralSnapshot, snapshot_id: i64, setup: &ScoringSetup) -> Result<Self, String> {
+    /// Loads `model` on `setup.device` and starts its scorer, which reports under `experiment`.
+    pub fn new(model: &NeuralSnapshot, snapshot_id: i64, setup: &ScoringSetup, experiment: &str) -> Result<Self, String> {
         let policy = NeuralPolicy::from_snapshot(model, &setup.device).map_err(|e| e.to_string())?;
-        let scoring = Scoring::new(Arc::new(policy), setup.batch).map_err(|e| e.to_string())?;
+        let metrics = setup.metrics.scorer(experiment);
+        let scoring = Scoring::observed(Arc::new(policy), setup.batch, metrics).map_err(|e| e.to_string())?;
         Ok(NeuralServing { scoring, snapshot_id })
     }
 
@@ -275,7 +286,7 @@ impl LiveExperiment {
         self.neural = Some(match reusable {
             Some(n) => Arc::clone(n),
             None => Arc::new(
-                NeuralServing::new(&state.model, snapshot_id, setup)
+                NeuralServing::new(&state.model, snapshot_id, setup, &self.key)
                     .map_err(|e| format!("snapshot {} of `{}`: {e}", self.policy_version, self.key))?,
             ),
         });
@@ -521,14 +532,12 @@ mod tests {
     #[test]
     fn a_neural_snapshot_loads_once_and_batched_and_inline_scoring_draw_the_same_arms() {
         let (e, snap) = stored(POLICY);
-        let inline_setup = ScoringSetup {
-            device: Device::Cpu,
-            batch: BatchConfig { inline_max_params: usize::MAX, ..Default::default() },
-        };
-        let batched_setup = ScoringSetup {
-            device: Device::Cpu,
-            batch: BatchConfig { max_batch: 16, max_wait: Duration::from_millis(20), ..Default::default() },
-        };
+        let inline_setup =
+            ScoringSetup::new(Device::Cpu, BatchConfig { inline_max_params: usize::MAX, ..Default::default() });
+        let batched_setup = ScoringSetup::new(
+            Device::Cpu,
+            BatchConfig { max_batch: 16, max_wait: Duration::from_millis(20), ..Default::default() },
+        );
         let inline = LiveExperiment::load(e.clone(), &snap, &inline_setup, None).unwrap();
         let batched = LiveExperiment::load(e.clone(), &snap, &batched_setup, None).unwrap();
         assert!(!inline.neural.as_ref().unwrap().is_batched());

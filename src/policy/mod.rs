@@ -253,6 +253,9 @@ pub enum PolicySpec {
         /// reward model per arm as the policy gradient's baseline).
         #[serde(default)]
         objective: neural::Objective,
+        /// Optimism of the `dr` objective's reward model (its upper confidence bound), >= 0.
+        #[serde(default)]
+        optimism: f64,
         /// Shortest time between two retrains, a duration such as "15m" (> 0, at most 30 days).
         #[serde(default = "default_retrain_every")]
         retrain_every: String,
@@ -358,6 +361,7 @@ impl PolicySpec {
                 l2,
                 seed,
                 objective,
+                optimism,
                 ..
             } => Some(neural::NeuralParams {
                 features: *features,
@@ -371,6 +375,7 @@ impl PolicySpec {
                 l2: *l2,
                 seed: *seed,
                 objective: *objective,
+                optimism: *optimism,
             }),
             _ => None,
         }

@@ -212,6 +212,13 @@ pub struct NeuralParams {
     /// The training objective (default `snipw`).
     #[serde(default)]
     pub objective: Objective,
+    /// Optimism `α` of the doubly robust objective's reward model (default 0, finite and
+    /// >= 0, only with `objective = "dr"`): the policy is trained against
+    /// `q̂(x, a) + α √(xᵀA_a⁻¹x)`, the ridge model's upper confidence bound as in LinUCB
+    /// (Li, Chu, Langford & Schapire, WWW 2010), so arms the log says little about in a
+    /// context keep probability until their data settle the question.
+    #[serde(default)]
+    pub optimism: f64,
 }
 
 impl NeuralParams {
@@ -229,6 +236,7 @@ impl NeuralParams {
             l2: 0.0,
             seed: 0,
             objective: Objective::Snipw,
+            optimism: 0.0,
         }
     }
 
@@ -268,6 +276,12 @@ impl NeuralParams {
         }
         if !(self.l2.is_finite() && self.l2 >= 0.0) {
             return Err(NeuralError::param("l2", format!("must be a finite number >= 0, got {}", self.l2)));
+        }
+        if !(self.optimism.is_finite() && self.optimism >= 0.0) {
+            return Err(NeuralError::param("optimism", format!("must be a finite number >= 0, got {}", self.optimism)));
+        }
+        if self.optimism > 0.0 && self.objective != Objective::Dr {
+            return Err(NeuralError::param("optimism", "needs objective = \"dr\" (only it has a reward model)"));
         }
         Ok(())
     }
@@ -487,8 +501,9 @@ pub struct LoggedRow {
 
 /// The doubly robust objective's reward model: a ridge regression per arm (λ = 1, with an
 /// intercept) on the rows' feature vectors, fitted on all `rows`; returns the predictions
-/// for every (row, arm), row-major, clamped to the range of the observed rewards.
-fn reward_model(rows: &[LoggedRow], arms: usize, features: usize) -> Result<Vec<f32>, NeuralError> {
+/// for every (row, arm), row-major, clamped to the range of the observed rewards, plus
+/// `optimism · √(xᵀA_a⁻¹x)` (the upper confidence bound; 0 adds nothing).
+fn reward_model(rows: &[LoggedRow], arms: usize, features: usize, optimism: f64) -> Result<Vec<f32>, NeuralError> {
     let mut model = super::linear::LinearState::new(arms, features, true, 1.0)
         .map_err(|e| NeuralError::input(format!("reward model: {e}")))?;
     let (lo, hi) =
@@ -500,8 +515,9 @@ fn reward_model(rows: &[LoggedRow], arms: usize, features: usize) -> Result<Vec<
     let mut q = Vec::with_capacity(rows.len() * arms);
     for x in &xs {
         for a in 0..arms {
-            let (mean, _) = model.predict(a, x).map_err(|e| NeuralError::input(format!("reward model: {e}")))?;
-            q.push(mean.clamp(lo, hi) as f32);
+            let (mean, spread) =
+                model.predict(a, x).map_err(|e| NeuralError::input(format!("reward model: {e}")))?;
+            q.push((mean.clamp(lo, hi) + optimism * spread.sqrt()) as f32);
         }
     }
     Ok(q)
@@ -683,7 +699,7 @@ impl NeuralPolicy {
         let mut steps = 0u64;
         let q = match self.params.objective {
             Objective::Snipw => None,
-            Objective::Dr => Some(reward_model(rows, self.arms, self.params.features)?),
+            Objective::Dr => Some(reward_model(rows, self.arms, self.params.features, self.params.optimism)?),
         };
         for _ in 0..self.params.epochs {
             order.shuffle(&mut rng);
@@ -1036,6 +1052,10 @@ mod tests {
             ("epochs", NeuralParams { epochs: 0, ..ok.clone() }),
             ("batch_size", NeuralParams { batch_size: 0, ..ok.clone() }),
             ("l2", NeuralParams { l2: -1.0, ..ok.clone() }),
+            ("optimism", NeuralParams { optimism: -0.1, objective: Objective::Dr, ..ok.clone() }),
+            ("optimism", NeuralParams { optimism: f64::INFINITY, objective: Objective::Dr, ..ok.clone() }),
+            // Only the doubly robust objective has a reward model to be optimistic about.
+            ("optimism", NeuralParams { optimism: 0.1, ..ok.clone() }),
         ];
         for (field, p) in cases {
             match p.validate().unwrap_err() {
@@ -1223,7 +1243,7 @@ mod tests {
                 LoggedRow { input: NeuralInput::without_events(&x), arm, propensity: 0.5, reward }
             })
             .collect();
-        let q = reward_model(&rows, 2, 2).unwrap();
+        let q = reward_model(&rows, 2, 2, 0.0).unwrap();
         for (i, r) in rows.iter().enumerate().take(50) {
             let x = &r.input.features;
             let truth = [2.0 * f64::from(x[0]), 1.0 - f64::from(x[1])];
@@ -1234,6 +1254,20 @@ mod tests {
                     q[i * 2 + a],
                     truth[a]
                 );
+            }
+        }
+        // Optimism adds α√(xᵀA⁻¹x): a little for the two arms the rows inform, and for an
+        // arm no row chose, √(1 + |x|²) times α on top of its prior mean of 0.
+        let optimistic = reward_model(&rows, 3, 2, 0.5).unwrap();
+        let plain = reward_model(&rows, 3, 2, 0.0).unwrap();
+        for (i, r) in rows.iter().enumerate().take(50) {
+            let x = &r.input.features;
+            let bonus = |a: usize| f64::from(optimistic[i * 3 + a] - plain[i * 3 + a]);
+            let unseen = 0.5 * (1.0 + x.iter().map(|v| f64::from(*v).powi(2)).sum::<f64>()).sqrt();
+            assert!((bonus(2) - unseen).abs() < 1e-4, "row {i}: {} vs {unseen}", bonus(2));
+            // 200 rows per informed arm: about 1/√200 of the unseen arm's bonus.
+            for a in 0..2 {
+                assert!(bonus(a) > 0.0 && bonus(a) < 0.15 * unseen, "row {i} arm {a}: {} vs {unseen}", bonus(a));
             }
         }
 

@@ -18,6 +18,10 @@
 //! refused at once ([`ScoringError::Overloaded`]) instead of blocking the
 //! caller. [`Scoring`] picks inline scoring (no thread hop) for small models
 //! on the CPU and the batcher otherwise.
+//!
+//! Both report to Prometheus through [`ScorerMetrics`] (see `telemetry::ScoringMetrics`):
+//! requests per forward pass, each request's wait for its batch, the forward pass's
+//! duration, the queue depth and refusals of a full queue.
 
 use std::str::FromStr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -30,6 +34,7 @@ use candle_core::Device;
 use tokio::sync::oneshot;
 
 use crate::policy::neural::{NeuralInput, NeuralPolicy};
+use crate::telemetry::ScorerMetrics;
 
 /// Errors of device selection and batched scoring; [`code`](Self::code) is stable.
 #[derive(Debug, thiserror::Error, Clone, PartialEq)]
@@ -229,6 +234,8 @@ type Reply = oneshot::Sender<Result<Vec<f64>, ScoringError>>;
 struct Request<I> {
     input: I,
     reply: Reply,
+    /// When it was queued, for the queue-wait histogram.
+    queued: Instant,
 }
 
 #[derive(Debug, Default)]
@@ -254,29 +261,46 @@ pub struct MicroBatcher<S: BatchScorer> {
     worker: Option<JoinHandle<()>>,
     counters: Arc<Counters>,
     capacity: usize,
+    metrics: ScorerMetrics,
 }
 
 impl<S: BatchScorer> MicroBatcher<S> {
-    /// Starts the scoring thread.
+    /// Starts the scoring thread (reporting to no registry).
     pub fn spawn(scorer: Arc<S>, config: BatchConfig) -> Result<Self, ScoringError> {
+        Self::spawn_observed(scorer, config, ScorerMetrics::unregistered())
+    }
+
+    /// Starts the scoring thread, reporting to `metrics`.
+    pub fn spawn_observed(scorer: Arc<S>, config: BatchConfig, metrics: ScorerMetrics) -> Result<Self, ScoringError> {
         config.validate()?;
         let (tx, rx) = mpsc::sync_channel::<Request<S::Input>>(config.queue_capacity);
         let counters = Arc::new(Counters::default());
         let worker_counters = Arc::clone(&counters);
+        let worker_metrics = metrics.clone();
         let worker = std::thread::Builder::new()
             .name("strategist-scorer".into())
-            .spawn(move || run_batches(&*scorer, &rx, config, &worker_counters))
+            .spawn(move || run_batches(&*scorer, &rx, config, &worker_counters, &worker_metrics))
             .map_err(|e| ScoringError::DeviceUnavailable { device: "scoring thread".into(), reason: e.to_string() })?;
-        Ok(MicroBatcher { tx: Some(tx), worker: Some(worker), counters, capacity: config.queue_capacity })
+        Ok(MicroBatcher { tx: Some(tx), worker: Some(worker), counters, capacity: config.queue_capacity, metrics })
     }
 
     fn submit(&self, input: S::Input) -> Result<oneshot::Receiver<Result<Vec<f64>, ScoringError>>, ScoringError> {
         let (reply, rx) = oneshot::channel();
         let tx = self.tx.as_ref().ok_or(ScoringError::Stopped)?;
-        match tx.try_send(Request { input, reply }) {
+        // Counted before the send so the thread's decrement can never come first.
+        self.metrics.queue_depth.inc();
+        match tx.try_send(Request { input, reply, queued: Instant::now() }) {
             Ok(()) => Ok(rx),
-            Err(TrySendError::Full(_)) => Err(ScoringError::Overloaded { capacity: self.capacity }),
-            Err(TrySendError::Disconnected(_)) => Err(ScoringError::Stopped),
+            Err(e) => {
+                self.metrics.queue_depth.dec();
+                match e {
+                    TrySendError::Full(_) => {
+                        self.metrics.overloaded.inc();
+                        Err(ScoringError::Overloaded { capacity: self.capacity })
+                    }
+                    TrySendError::Disconnected(_) => Err(ScoringError::Stopped),
+                }
+            }
         }
     }
 
@@ -320,6 +344,7 @@ fn run_batches<S: BatchScorer>(
     rx: &mpsc::Receiver<Request<S::Input>>,
     config: BatchConfig,
     counters: &Counters,
+    metrics: &ScorerMetrics,
 ) {
     let mut batch: Vec<Request<S::Input>> = Vec::with_capacity(config.max_batch);
     while let Ok(first) = rx.recv() {
@@ -343,13 +368,20 @@ fn run_batches<S: BatchScorer>(
                 Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => break,
             }
         }
+        metrics.queue_depth.sub(batch.len() as i64);
         // Callers that went away (cancelled requests) are not scored.
         batch.retain(|r| !r.reply.is_closed());
         if !batch.is_empty() {
             counters.requests.fetch_add(batch.len() as u64, Ordering::Relaxed);
             counters.batches.fetch_add(1, Ordering::Relaxed);
             counters.largest.fetch_max(batch.len() as u64, Ordering::Relaxed);
+            let start = Instant::now();
+            for r in &batch {
+                metrics.queue_wait_seconds.observe(start.saturating_duration_since(r.queued).as_secs_f64());
+            }
+            metrics.batch_size.observe(batch.len() as f64);
             answer(scorer, &mut batch);
+            metrics.forward_seconds.observe(start.elapsed().as_secs_f64());
         }
         batch.clear();
     }
@@ -403,20 +435,35 @@ fn single(mut rows: Vec<Vec<f64>>) -> Result<Vec<f64>, ScoringError> {
 /// Inline scoring or the micro-batcher, chosen once per model.
 pub enum Scoring<S: BatchScorer> {
     /// Scored on the caller's thread, one input per forward pass.
-    Inline(Arc<S>),
+    Inline(Arc<S>, ScorerMetrics),
     Batched(MicroBatcher<S>),
 }
 
 impl<S: BatchScorer> Scoring<S> {
     /// Inline when the model is on the CPU and has at most
-    /// `config.inline_max_params` parameters; batched otherwise.
+    /// `config.inline_max_params` parameters; batched otherwise (reporting to no registry).
     pub fn new(scorer: Arc<S>, config: BatchConfig) -> Result<Self, ScoringError> {
+        Self::observed(scorer, config, ScorerMetrics::unregistered())
+    }
+
+    /// As [`Self::new`], reporting to `metrics` (an inline pass is a batch of one that
+    /// waited 0 s).
+    pub fn observed(scorer: Arc<S>, config: BatchConfig, metrics: ScorerMetrics) -> Result<Self, ScoringError> {
         config.validate()?;
         if !scorer.on_gpu() && scorer.parameter_count() <= config.inline_max_params {
-            Ok(Scoring::Inline(scorer))
+            Ok(Scoring::Inline(scorer, metrics))
         } else {
-            MicroBatcher::spawn(scorer, config).map(Scoring::Batched)
+            MicroBatcher::spawn_observed(scorer, config, metrics).map(Scoring::Batched)
         }
+    }
+
+    fn inline(scorer: &S, metrics: &ScorerMetrics, input: &S::Input) -> Result<Vec<f64>, ScoringError> {
+        let start = Instant::now();
+        let rows = scorer.score_batch(&[input]);
+        metrics.forward_seconds.observe(start.elapsed().as_secs_f64());
+        metrics.batch_size.observe(1.0);
+        metrics.queue_wait_seconds.observe(0.0);
+        single(rows?)
     }
 
     pub fn is_batched(&self) -> bool {
@@ -426,7 +473,7 @@ impl<S: BatchScorer> Scoring<S> {
     /// One input's PMF.
     pub async fn score(&self, input: S::Input) -> Result<Vec<f64>, ScoringError> {
         match self {
-            Scoring::Inline(s) => single(s.score_batch(&[&input])?),
+            Scoring::Inline(s, m) => Self::inline(s, m, &input),
             Scoring::Batched(b) => b.score(input).await,
         }
     }
@@ -434,7 +481,7 @@ impl<S: BatchScorer> Scoring<S> {
     /// Blocking variant (not from inside an async runtime).
     pub fn score_blocking(&self, input: S::Input) -> Result<Vec<f64>, ScoringError> {
         match self {
-            Scoring::Inline(s) => single(s.score_batch(&[&input])?),
+            Scoring::Inline(s, m) => Self::inline(s, m, &input),
             Scoring::Batched(b) => b.score_blocking(input),
         }
     }
@@ -548,6 +595,94 @@ mod tests {
                 assert!((r.as_ref().unwrap().iter().sum::<f64>() - 1.0).abs() < 1e-5);
             }
         }
+    }
+
+    /// A scorer that holds each forward pass until the test lets it go.
+    struct Gated {
+        open: std::sync::Mutex<bool>,
+        turn: std::sync::Condvar,
+    }
+
+    impl BatchScorer for Gated {
+        type Input = u32;
+
+        fn score_batch(&self, inputs: &[&u32]) -> Result<Vec<Vec<f64>>, ScoringError> {
+            let mut open = self.open.lock().unwrap();
+            while !*open {
+                open = self.turn.wait(open).unwrap();
+            }
+            Ok(inputs.iter().map(|_| vec![1.0]).collect())
+        }
+
+        fn parameter_count(&self) -> usize {
+            1
+        }
+
+        fn on_gpu(&self) -> bool {
+            false
+        }
+    }
+
+    #[test]
+    fn the_batcher_reports_batch_sizes_waits_queue_depth_and_refusals() {
+        let series = crate::telemetry::ScoringMetrics::new();
+        let m = series.scorer("exp");
+        let gated = Arc::new(Gated { open: std::sync::Mutex::new(false), turn: std::sync::Condvar::new() });
+        let config = BatchConfig { max_batch: 8, max_wait: Duration::ZERO, queue_capacity: 3, ..Default::default() };
+        let batcher = Arc::new(MicroBatcher::spawn_observed(Arc::clone(&gated), config, m.clone()).unwrap());
+        // The first request is taken by the thread and blocks in the forward pass...
+        let first = {
+            let b = Arc::clone(&batcher);
+            std::thread::spawn(move || b.score_blocking(0))
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while m.batch_size.get_sample_count() == 0 {
+            assert!(Instant::now() < deadline, "the first batch never started");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        // ...so the next three wait in the queue and the fourth is refused.
+        let waiting: Vec<_> = (1..=3)
+            .map(|i| {
+                let b = Arc::clone(&batcher);
+                std::thread::spawn(move || b.score_blocking(i))
+            })
+            .collect();
+        while m.queue_depth.get() < 3 {
+            assert!(Instant::now() < deadline, "queue depth {}", m.queue_depth.get());
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let refused = batcher.score_blocking(9).unwrap_err();
+        assert_eq!(refused.code(), "scoring_overloaded");
+        assert_eq!((m.overloaded.get(), m.queue_depth.get()), (1, 3));
+        std::thread::sleep(Duration::from_millis(5));
+        *gated.open.lock().unwrap() = true;
+        gated.turn.notify_all();
+        first.join().unwrap().unwrap();
+        for w in waiting {
+            assert_eq!(w.join().unwrap().unwrap(), vec![1.0]);
+        }
+        // Two passes: the first alone, then the three that queued behind it (max_wait 0
+        // takes whatever is queued when the model is free).
+        assert_eq!(m.queue_depth.get(), 0);
+        assert_eq!(m.batch_size.get_sample_count(), 2);
+        assert_eq!(m.batch_size.get_sample_sum(), 4.0);
+        assert_eq!(m.forward_seconds.get_sample_count(), 2);
+        assert_eq!(m.queue_wait_seconds.get_sample_count(), 4);
+        // The three queued requests waited at least the 5 ms the gate stayed shut.
+        assert!(m.queue_wait_seconds.get_sample_sum() >= 3.0 * 0.005, "{}", m.queue_wait_seconds.get_sample_sum());
+        assert_eq!(batcher.stats(), BatchStats { requests: 4, batches: 2, largest_batch: 3 });
+        // Inline scoring reports a pass of one that did not wait.
+        let inline = Scoring::observed(
+            Arc::clone(&gated),
+            BatchConfig { inline_max_params: 1, ..Default::default() },
+            series.scorer("inline"),
+        )
+        .unwrap();
+        assert!(!inline.is_batched());
+        inline.score_blocking(1).unwrap();
+        let im = series.scorer("inline");
+        assert_eq!((im.batch_size.get_sample_count(), im.batch_size.get_sample_sum()), (1, 1.0));
+        assert_eq!((im.queue_wait_seconds.get_sample_sum(), im.forward_seconds.get_sample_count()), (0.0, 1));
     }
 
     #[test]

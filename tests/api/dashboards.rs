@@ -369,6 +369,12 @@ async fn every_metric_the_dashboards_query_is_exported(backend: Backend) {
         let (s, v) = app.reward(reward.clone()).await;
         assert_eq!(s, 200, "{v}");
     }
+    // A neural policy, so the scorer's series exist.
+    let mut neural = definition("dash-neural");
+    neural["features"] = json!({"categorical": [{"name": "device", "values": ["mobile", "desktop"]}]});
+    neural["policy"] = json!({"kind": "neural_pg", "features": 3, "hidden": 4, "embedding": 4});
+    app.create_experiment(&neural).await;
+    app.assign_many("dash-neural", (0..5).map(|i| format!("n-{i}"))).await;
     let (s, v) = app.assign(json!({"experiment": "nope", "unit_id": "u"})).await;
     assert_eq!((s, v["error"].as_str()), (404, Some("experiment_not_found")));
     let (s, _) = app.action("dash", "pause", json!({"reason": "dashboards test"})).await;
@@ -424,6 +430,8 @@ async fn every_metric_the_dashboards_query_is_exported(backend: Backend) {
         "strategist_http_request_duration_seconds",
         "strategist_http_responses_total",
         "strategist_database_up",
+        "strategist_scoring_batch_size",
+        "strategist_scoring_queue_depth",
     ] {
         assert!(queried.contains(family), "no dashboard shows `{family}`");
     }

@@ -151,6 +151,23 @@ async fn neural_pg_serves_logs_and_retrains_from_the_store(backend: Backend) {
     assert_eq!(big.context.events.len(), 2, "the big spender's purchase and view are logged");
     assert!(first.iter().filter(|d| d.unit.starts_with("new")).all(|d| d.context.events.is_empty()));
 
+    // The scorer reports to /metrics: each of the 200 requests went through a forward pass
+    // (batch sizes sum to 200), each one's wait was observed, and nothing is left queued.
+    let (_, body) = app.request("GET", "/metrics", None, None).await;
+    let text = body.as_str().unwrap().to_string();
+    let value = |name: &str| -> f64 {
+        let prefix = format!("{name}{{experiment=\"offer\"}} ");
+        let line = text.lines().find_map(|l| l.strip_prefix(prefix.as_str()));
+        line.unwrap_or_else(|| panic!("no `{prefix}` in /metrics")).trim().parse().unwrap()
+    };
+    assert_eq!(value("strategist_scoring_batch_size_sum"), 200.0);
+    let passes = value("strategist_scoring_batch_size_count");
+    assert!((1.0..=200.0).contains(&passes), "{passes} forward passes");
+    assert_eq!(value("strategist_scoring_forward_seconds_count"), passes);
+    assert_eq!(value("strategist_scoring_queue_wait_seconds_count"), 200.0);
+    assert_eq!(value("strategist_scoring_queue_depth"), 0.0);
+    assert_eq!(value("strategist_scoring_overloaded_total"), 0.0);
+
     // Batched on the server = inline here: the same PMF, and the same hashed seed draws the
     // same arm from it.
     let (pv, raw) = inline_pmfs(&app, "offer", &first);
