@@ -169,9 +169,10 @@ async fn decide_one(state: &web::Data<AppState>, req: AssignRequest) -> Result<A
             let now = crate::store::now();
             let profile = profile.map(|p| p.state).unwrap_or_default();
             let x = schema.encode(&profile.features(now), &ctx);
-            // neural_pg also reads the unit's recent events; the decision time is logged
-            // with them so the learner rebuilds exactly the scored input.
-            Some(if exp.definition.policy.is_neural() {
+            // neural_pg (live or shadow candidate) also reads the unit's recent events; the
+            // decision time is logged with them so the learner rebuilds exactly the scored
+            // input (a linear policy beside it reads the logged `x`).
+            Some(if exp.definition.logs_neural_context() {
                 LoggedContext::Neural(NeuralContext::new(x, &Vec::from(profile.recent), now))
             } else {
                 LoggedContext::Linear(x)
@@ -179,22 +180,46 @@ async fn decide_one(state: &web::Data<AppState>, req: AssignRequest) -> Result<A
         }
         _ => None,
     };
-    // neural_pg: the network scores through the micro-batcher (or inline), off the draw.
-    let scored = match &features {
-        Some(LoggedContext::Neural(c)) => Some(exp.neural_pmf(c).await.map_err(|e| match e {
-            ScoringError::Overloaded { .. } => {
-                ApiError::new(actix_web::http::StatusCode::SERVICE_UNAVAILABLE, e.code(), e.to_string())
-            }
-            ScoringError::Model { code: "invalid_context", .. } => ApiError::unprocessable(e.code(), e.to_string()),
-            other => ApiError::internal(other),
-        })?),
-        _ => None,
+    // neural_pg: the network scores through the micro-batcher (or inline), off the draw; a
+    // neural_pg shadow candidate's network scores the same context at the same time, through
+    // its own batcher. The candidate never fails the request: without its PMF the exposure
+    // is logged without `shadow_pmf`.
+    let neural_candidate = exp.definition.shadow.as_ref().is_some_and(|s| s.policy.is_neural());
+    let (scored, shadow_scored) = match features.as_ref().and_then(LoggedContext::neural) {
+        Some(c) => {
+            let live = async {
+                if exp.definition.policy.is_neural() {
+                    Some(exp.neural_pmf(c).await)
+                } else {
+                    None
+                }
+            };
+            let shadow = async {
+                if neural_candidate {
+                    Some(exp.shadow_neural_pmf(c).await)
+                } else {
+                    None
+                }
+            };
+            futures_util::future::join(live, shadow).await
+        }
+        None => (None, None),
     };
-    let input = match (&features, &scored) {
-        (_, Some(pmf)) => PolicyInput::Scored(pmf),
-        (Some(LoggedContext::Linear(x)), None) => PolicyInput::Features(x),
-        _ => PolicyInput::None,
+    let scored = scored.transpose().map_err(|e| match e {
+        ScoringError::Overloaded { .. } => {
+            ApiError::new(actix_web::http::StatusCode::SERVICE_UNAVAILABLE, e.code(), e.to_string())
+        }
+        ScoringError::Model { code: "invalid_context", .. } => ApiError::unprocessable(e.code(), e.to_string()),
+        other => ApiError::internal(other),
+    })?;
+    let shadow_scored = match shadow_scored {
+        Some(Err(e)) => {
+            tracing::warn!(experiment = %exp.key, error = %e, "neural shadow candidate could not score the request");
+            None
+        }
+        other => other.and_then(Result::ok),
     };
+    let input = PolicyInput::for_spec(&exp.definition.policy, features.as_ref(), scored.as_deref());
     let draw = exp
         .decide(&req.unit_id, &request_id, &ctx, input, &eligible)
         .map_err(|e| ApiError::unprocessable(e.code(), e.to_string()))?;
@@ -228,7 +253,13 @@ async fn decide_one(state: &web::Data<AppState>, req: AssignRequest) -> Result<A
     let pmf_json = pmf_object(&exp, &pmf);
     // Shadow mode: the candidate's PMF for the same request, logged beside the live one;
     // the served arm and its propensity stay the live policy's.
-    let shadow_pmf = match exp.shadow_pmf(&req.unit_id, &request_id, input, &eligible) {
+    let shadow_input = match &exp.definition.shadow {
+        Some(s) => PolicyInput::for_spec(&s.policy, features.as_ref(), shadow_scored.as_deref()),
+        None => PolicyInput::None,
+    };
+    let shadow_pmf = match exp.shadow_pmf(&req.unit_id, &request_id, shadow_input, &eligible) {
+        // A neural candidate that could not score (warned above) logs nothing.
+        _ if neural_candidate && shadow_scored.is_none() => None,
         Ok(p) => p.map(|p| serde_json::Value::Object(pmf_object(&exp, &p)).to_string()),
         Err(e) => {
             tracing::warn!(experiment = %exp.key, error = %e, "shadow candidate could not score the request");

@@ -336,8 +336,9 @@ pub fn promote(
 /// Shadow mode: makes the candidate the live policy. The experiment gets a new version whose
 /// `[policy]` is the candidate and whose `[shadow]` is cleared (`[features]` is dropped when
 /// neither policy reads it any more); a linear candidate keeps the model it learned in
-/// shadow. Audited as `promote_shadow` by `actor` with `reason` and `details` (the
-/// evaluation that justified it, or null for an admin's decision).
+/// shadow, a `neural_pg` candidate its trained network (with when and on what it was last
+/// trained, so its retrain schedule carries on). Audited as `promote_shadow` by `actor` with
+/// `reason` and `details` (the evaluation that justified it, or null for an admin's decision).
 pub fn promote_shadow(
     db: &Db,
     key: &str,
@@ -349,7 +350,8 @@ pub fn promote_shadow(
     let Some(candidate) = current.definition.shadow.clone() else {
         return Err(AdminError::NoShadow(key.to_string()));
     };
-    // The candidate's learned state, to carry over (linear kinds fold only new exposures).
+    // The candidate's learned state, to carry over (linear kinds fold only new exposures; a
+    // network is warm-started from its weights).
     let learned: Option<SnapshotState> = queries::latest_snapshot(db, current.row.id, current.row.current_version)
         .ok()
         .and_then(|row| serde_json::from_str::<SnapshotState>(&row.state).ok())
@@ -361,7 +363,7 @@ pub fn promote_shadow(
         next.features = None;
     }
     let (stored, _) = update(db, &next, actor)?;
-    if let Some(state) = learned.filter(|s| s.linear.is_some() && candidate.policy.is_contextual()) {
+    if let Some(state) = learned.filter(|s| carries_over(&candidate.policy, s)) {
         let n: u64 = state.feedback.iter().map(|f| f.n).sum();
         let json = serde_json::to_string(&state).map_err(|e| AdminError::Store(StoreError::Corrupt(e.to_string())))?;
         queries::insert_snapshot(db, stored.row.id, stored.row.current_version, &json, n as i64)?;
@@ -381,6 +383,19 @@ pub fn promote_shadow(
         ),
     )?;
     Ok(stored)
+}
+
+/// Whether a shadow candidate's learned `state` goes live with it: a linear model for a
+/// linear candidate, a network of the candidate's parameters for `neural_pg` (what
+/// [`super::registry::LiveExperiment::from_stored`] accepts for the promoted policy); a
+/// context-free candidate starts the new version from its priors.
+fn carries_over(spec: &policy::PolicySpec, state: &SnapshotState) -> bool {
+    if spec.is_neural() {
+        state.linear.is_none()
+            && state.neural.as_ref().is_some_and(|n| Some(&n.model.params) == spec.neural_params().as_ref())
+    } else {
+        spec.is_contextual() && state.linear.is_some() && state.neural.is_none()
+    }
 }
 
 /// Shadow mode: drops the candidate (a new version without `[shadow]`), audited as

@@ -229,8 +229,10 @@ fn one() -> f64 {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ShadowDef {
-    /// The candidate, written like `[policy]` (any kind but `neural_pg`). A contextual
-    /// candidate (`lin_ts`, `lin_ucb`) reads the experiment's `[features]`.
+    /// The candidate, written like `[policy]` (any kind). A contextual candidate (`lin_ts`,
+    /// `lin_ucb`, `neural_pg`) reads the experiment's `[features]`; a `neural_pg` candidate
+    /// also reads the unit's recent events, and is retrained by the learner on its own
+    /// `retrain_every` / `min_new_rows` schedule from the same log.
     #[schema(value_type = Object)]
     pub policy: PolicySpec,
     /// Matured exposures carrying the candidate's PMF needed before any decision.
@@ -358,9 +360,21 @@ impl Definition {
         parse_duration(&self.reward_wait).unwrap_or(Duration::from_secs(600))
     }
 
-    /// Whether a change from `self` to `next` needs a new version (arms or policy).
+    /// Whether exposures log a [`crate::policy::neural::NeuralContext`] (features, decision
+    /// time and recent events) rather than the plain encoded vector: when the live policy or
+    /// the shadow candidate is `neural_pg` (the linear kinds read its `x`).
+    pub fn logs_neural_context(&self) -> bool {
+        self.policy.is_neural() || self.shadow.as_ref().is_some_and(|s| s.policy.is_neural())
+    }
+
+    /// Whether a change from `self` to `next` needs a new version: arms, policy, shadow
+    /// candidate, or the feature schema (a model learned on one encoding reads another
+    /// schema's vectors as nonsense, and a version's logged contexts must share one schema).
     pub fn needs_new_version(&self, next: &Definition) -> bool {
-        self.arms != next.arms || self.policy != next.policy || self.shadow != next.shadow
+        self.arms != next.arms
+            || self.policy != next.policy
+            || self.shadow != next.shadow
+            || self.features != next.features
     }
 
     /// Every problem at once, each naming its field.
@@ -485,16 +499,6 @@ impl Definition {
         if let Some(shadow) = &self.shadow {
             if let Err(e) = shadow.policy.validate(&self.arm_keys()) {
                 err("shadow.policy".into(), e.to_string());
-            }
-            if shadow.policy.is_neural() {
-                err("shadow.policy".into(), "a `neural_pg` candidate cannot run in shadow mode".into());
-            } else if shadow.policy.is_contextual() && self.policy.is_neural() {
-                err(
-                    "shadow.policy".into(),
-                    "a contextual candidate needs the encoded context a linear or context-free live policy logs; \
-                     `neural_pg` logs its own"
-                        .into(),
-                );
             }
             if shadow.min_exposures < 2 || shadow.min_exposures > MAX_SHADOW_MIN_EXPOSURES {
                 err("shadow.min_exposures".into(), format!("must be in [2, {MAX_SHADOW_MIN_EXPOSURES}]"));
@@ -625,6 +629,19 @@ mod neural_definition_tests {
     }
 
     #[test]
+    fn a_feature_schema_change_makes_a_new_version_and_a_renaming_does_not() {
+        let d = def("kind = \"lin_ucb\"\nfeatures = 5", true);
+        let renamed = Definition { name: "Neural, renamed".into(), ..d.clone() };
+        assert!(!d.needs_new_version(&renamed));
+        // Same encoded length, other meaning: the model's coefficients would read the wrong entries.
+        let mut swapped = d.clone();
+        let schema = swapped.features.as_mut().unwrap();
+        schema.numeric.reverse();
+        assert_eq!(fields(&swapped), Vec::<String>::new());
+        assert!(d.needs_new_version(&swapped));
+    }
+
+    #[test]
     fn a_neural_pg_definition_with_matching_features_is_valid() {
         let d = def("kind = \"neural_pg\"\nfeatures = 5\nhidden = 8\nepochs = 2\nretrain_every = \"5m\"", true);
         assert!(d.validate().is_empty(), "{:?}", d.validate());
@@ -650,5 +667,44 @@ mod neural_definition_tests {
         )
         .unwrap_err();
         assert!(err.contains("unknown field `hiden`"), "{err}");
+    }
+
+    /// `def` with a `[shadow]` table holding `candidate` (an inline TOML table).
+    fn with_shadow(policy: &str, with_features: bool, candidate: &str) -> Definition {
+        let mut d = def(policy, with_features);
+        d.shadow = Some(
+            toml::from_str::<ShadowDef>(&format!("policy = {candidate}\nmin_exposures = 100")).expect("a shadow table"),
+        );
+        d
+    }
+
+    const NEURAL: &str = "{ kind = \"neural_pg\", features = 5, hidden = 8, retrain_every = \"5m\" }";
+
+    #[test]
+    fn a_neural_pg_candidate_runs_beside_a_context_free_linear_or_neural_live_policy() {
+        for live in ["kind = \"fixed\"", "kind = \"lin_ucb\"\nfeatures = 5", "kind = \"neural_pg\"\nfeatures = 5"] {
+            let d = with_shadow(live, true, NEURAL);
+            assert!(d.validate().is_empty(), "{live}: {:?}", d.validate());
+            assert!(d.logs_neural_context(), "{live}");
+        }
+        // A linear candidate beside a neural live policy reads the `x` of its logged context.
+        let d = with_shadow("kind = \"neural_pg\"\nfeatures = 5", true, "{ kind = \"lin_ts\", features = 5 }");
+        assert!(d.validate().is_empty(), "{:?}", d.validate());
+        // Without a neural policy on either side, the plain vector is logged.
+        let d = with_shadow("kind = \"lin_ucb\"\nfeatures = 5", true, "{ kind = \"lin_ts\", features = 5 }");
+        assert!(!d.logs_neural_context());
+        assert!(!def("kind = \"fixed\"", false).logs_neural_context());
+    }
+
+    #[test]
+    fn a_neural_pg_candidate_needs_features_of_its_dimension_and_valid_parameters() {
+        assert_eq!(fields(&with_shadow("kind = \"fixed\"", false, NEURAL)), ["features"]);
+        let wrong = "{ kind = \"neural_pg\", features = 4 }";
+        assert_eq!(fields(&with_shadow("kind = \"fixed\"", true, wrong)), ["shadow.policy.features"]);
+        let bad = "{ kind = \"neural_pg\", features = 5, temperature = 0.0 }";
+        let errs = with_shadow("kind = \"fixed\"", true, bad).validate();
+        assert_eq!(errs.len(), 1, "{errs:?}");
+        assert_eq!(errs[0].field, "shadow.policy");
+        assert!(errs[0].reason.contains("`temperature`"), "{}", errs[0].reason);
     }
 }

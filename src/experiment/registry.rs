@@ -7,6 +7,11 @@
 //! scoring for small CPU models): [`LiveExperiment::load`] reuses the previous registry's
 //! scorer while the snapshot is the same, so a rebuild for another experiment's change
 //! reloads nothing.
+//!
+//! A `neural_pg` shadow candidate gets its own network and scorer the same way
+//! ([`LiveExperiment::shadow_neural`]); it is reused while the candidate's weights are the
+//! same (the live policy's learner writes new snapshot rows far more often than the
+//! candidate is retrained).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -42,7 +47,8 @@ pub struct SnapshotState {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub learned_until: Option<chrono::NaiveDateTime>,
     /// Shadow mode: the candidate policy's own state (same shape: context-free PMF and
-    /// feedback, or a linear model), learned from the same log; `None` without a candidate.
+    /// feedback, a linear model, or a `neural_pg` network with its own `learned_until`),
+    /// learned from the same log; `None` without a candidate.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub shadow: Option<Box<SnapshotState>>,
 }
@@ -107,7 +113,12 @@ impl std::fmt::Debug for NeuralServing {
 
 impl NeuralServing {
     /// Loads `model` on `setup.device` and starts its scorer, which reports under `experiment`.
-    pub fn new(model: &NeuralSnapshot, snapshot_id: i64, setup: &ScoringSetup, experiment: &str) -> Result<Self, String> {
+    pub fn new(
+        model: &NeuralSnapshot,
+        snapshot_id: i64,
+        setup: &ScoringSetup,
+        experiment: &str,
+    ) -> Result<Self, String> {
         let policy = NeuralPolicy::from_snapshot(model, &setup.device).map_err(|e| e.to_string())?;
         let metrics = setup.metrics.scorer(experiment);
         let scoring = Scoring::observed(Arc::new(policy), setup.batch, metrics).map_err(|e| e.to_string())?;
@@ -133,11 +144,33 @@ impl NeuralServing {
 /// vector for the linear kinds (a JSON array, what their learner folds), the vector, the
 /// decision time and the recent events for `neural_pg` (a JSON object, see
 /// [`NeuralContext`]: the learner rebuilds the scored input from it).
+///
+/// The neural form is logged whenever the live policy *or* the shadow candidate is
+/// `neural_pg` ([`Definition::logs_neural_context`]); a linear policy beside it reads its
+/// `x` ([`Self::x`]).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(untagged)]
 pub enum LoggedContext {
     Linear(Vec<f64>),
     Neural(NeuralContext),
+}
+
+impl LoggedContext {
+    /// The encoded feature vector: what `lin_ts` / `lin_ucb` read, in either form.
+    pub fn x(&self) -> &[f64] {
+        match self {
+            LoggedContext::Linear(x) => x,
+            LoggedContext::Neural(c) => &c.x,
+        }
+    }
+
+    /// The scored neural context, when one was logged.
+    pub fn neural(&self) -> Option<&NeuralContext> {
+        match self {
+            LoggedContext::Linear(_) => None,
+            LoggedContext::Neural(c) => Some(c),
+        }
+    }
 }
 
 /// What the policy reads for one request.
@@ -150,6 +183,26 @@ pub enum PolicyInput<'a> {
     /// `neural_pg`: the network's PMF over all arms for this request, already scored
     /// ([`LiveExperiment::neural_pmf`]).
     Scored(&'a [f64]),
+}
+
+impl<'a> PolicyInput<'a> {
+    /// What `spec` reads for one request: `scored` (its network's PMF) for `neural_pg`, the
+    /// logged context's encoded vector for `lin_ts` / `lin_ucb`, nothing for the
+    /// context-free kinds. A contextual kind without its input gets `None`, which
+    /// [`LiveExperiment::decide`] and [`LiveExperiment::shadow_pmf`] refuse.
+    pub fn for_spec(
+        spec: &crate::policy::PolicySpec,
+        logged: Option<&'a LoggedContext>,
+        scored: Option<&'a [f64]>,
+    ) -> Self {
+        if spec.is_neural() {
+            scored.map_or(PolicyInput::None, PolicyInput::Scored)
+        } else if spec.is_contextual() {
+            logged.map_or(PolicyInput::None, |c| PolicyInput::Features(c.x()))
+        } else {
+            PolicyInput::None
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -168,6 +221,8 @@ pub struct LiveExperiment {
     /// `neural_pg`: the loaded network and its scorer (`None` until [`Self::load`] or
     /// [`Self::attach_scorer`] loads it).
     pub neural: Option<Arc<NeuralServing>>,
+    /// A `neural_pg` shadow candidate's network and scorer, loaded the same way.
+    pub shadow_neural: Option<Arc<NeuralServing>>,
 }
 
 /// Why a unit got the default arm without a logged exposure.
@@ -226,11 +281,20 @@ impl LiveExperiment {
             ));
         }
         if let (Some(candidate), Some(state)) = (&e.definition.shadow, &snapshot.shadow) {
+            let spec = &candidate.policy;
             let fits = state.policy.pmf.len() == arms
-                && state.neural.is_none()
-                && state.linear.as_ref().map_or(!candidate.policy.is_contextual(), |l| {
-                    l.arms() == arms && candidate.policy.is_contextual()
-                });
+                && if spec.is_neural() {
+                    state.linear.is_none()
+                        && state.neural.as_ref().is_some_and(|n| {
+                            n.model.arms == arms && Some(&n.model.params) == spec.neural_params().as_ref()
+                        })
+                } else {
+                    state.neural.is_none()
+                        && state
+                            .linear
+                            .as_ref()
+                            .map_or(!spec.is_contextual(), |l| l.arms() == arms && spec.is_contextual())
+                };
             if !fits {
                 return Err(format!(
                     "snapshot {} of `{}` holds a shadow state that does not match its candidate `{}`",
@@ -253,6 +317,7 @@ impl LiveExperiment {
             policy_version: snap.policy_version,
             snapshot,
             neural: None,
+            shadow_neural: None,
         })
     }
 
@@ -271,25 +336,42 @@ impl LiveExperiment {
     }
 
     /// Loads the `neural_pg` network of this experiment's snapshot (row `snapshot_id`), or
-    /// reuses `previous`'s when it serves the same row; nothing for other kinds.
+    /// reuses `previous`'s when it serves the same row; nothing for other kinds. A
+    /// `neural_pg` shadow candidate's network is loaded too (its scorer reports as
+    /// `<key>/shadow`), or `previous`'s reused while its weights are the same.
     pub fn attach_scorer(
         &mut self,
         snapshot_id: i64,
         setup: &ScoringSetup,
         previous: Option<&LiveExperiment>,
     ) -> Result<(), String> {
-        let Some(state) = &self.snapshot.neural else { return Ok(()) };
-        let reusable = previous
-            .filter(|p| p.id == self.id)
-            .and_then(|p| p.neural.as_ref())
-            .filter(|n| n.snapshot_id == snapshot_id);
-        self.neural = Some(match reusable {
-            Some(n) => Arc::clone(n),
-            None => Arc::new(
-                NeuralServing::new(&state.model, snapshot_id, setup, &self.key)
-                    .map_err(|e| format!("snapshot {} of `{}`: {e}", self.policy_version, self.key))?,
-            ),
-        });
+        let previous = previous.filter(|p| p.id == self.id);
+        if let Some(state) = &self.snapshot.neural {
+            let reusable = previous.and_then(|p| p.neural.as_ref()).filter(|n| n.snapshot_id == snapshot_id);
+            self.neural = Some(match reusable {
+                Some(n) => Arc::clone(n),
+                None => Arc::new(
+                    NeuralServing::new(&state.model, snapshot_id, setup, &self.key)
+                        .map_err(|e| format!("snapshot {} of `{}`: {e}", self.policy_version, self.key))?,
+                ),
+            });
+        }
+        let neural_candidate = self.definition.shadow.as_ref().is_some_and(|s| s.policy.is_neural());
+        if let Some(state) = self.snapshot.shadow.as_ref().and_then(|s| s.neural.as_ref()).filter(|_| neural_candidate)
+        {
+            let same_weights = |p: &&LiveExperiment| {
+                p.snapshot.shadow.as_ref().and_then(|s| s.neural.as_ref()).is_some_and(|n| n.model == state.model)
+            };
+            let reusable = previous.filter(same_weights).and_then(|p| p.shadow_neural.as_ref());
+            self.shadow_neural = Some(match reusable {
+                Some(n) => Arc::clone(n),
+                None => Arc::new(
+                    NeuralServing::new(&state.model, snapshot_id, setup, &format!("{}/shadow", self.key)).map_err(
+                        |e| format!("snapshot {} of `{}`, shadow candidate: {e}", self.policy_version, self.key),
+                    )?,
+                ),
+            });
+        }
         Ok(())
     }
 
@@ -300,6 +382,18 @@ impl LiveExperiment {
             None => Err(ScoringError::Model {
                 code: "policy_not_loaded",
                 message: format!("the neural policy of `{}` is not loaded in this process", self.key),
+            }),
+        }
+    }
+
+    /// A `neural_pg` shadow candidate's PMF over all arms for one request's context,
+    /// through its own micro-batcher (or inline).
+    pub async fn shadow_neural_pmf(&self, ctx: &NeuralContext) -> Result<Vec<f64>, ScoringError> {
+        match &self.shadow_neural {
+            Some(n) => n.pmf(ctx).await,
+            None => Err(ScoringError::Model {
+                code: "policy_not_loaded",
+                message: format!("the neural shadow candidate of `{}` is not loaded in this process", self.key),
             }),
         }
     }
@@ -352,24 +446,9 @@ impl LiveExperiment {
             return Ok(Draw::Default { arm: self.default_arm_among(eligible), reason });
         }
         let seed = explore::draw_seed(&self.salt, unit_id, request_id);
-        let floor = self.definition.min_propensity;
-        let pmf = if self.definition.policy.is_neural() {
-            let PolicyInput::Scored(raw) = input else {
-                return Err(PolicyError::NeedsContext { kind: self.definition.policy.kind() });
-            };
-            if raw.len() != eligible.len() {
-                return Err(PolicyError::ArmCountMismatch {
-                    what: "neural PMF".into(),
-                    expected: eligible.len(),
-                    got: raw.len(),
-                });
-            }
-            explore::restrict_and_floor(raw, eligible, floor)?
-        } else {
-            // The Monte Carlo draws get their own seed (a hash of the draw's seed), so the
-            // PMF and the uniform that picks from it are not the same number.
-            self.state_pmf(&self.snapshot, &self.definition.policy, input, eligible, seed, "pmf")?
-        };
+        // The Monte Carlo draws get their own seed (a hash of the draw's seed), so the PMF
+        // and the uniform that picks from it are not the same number.
+        let pmf = self.state_pmf(&self.snapshot, &self.definition.policy, input, eligible, seed, "pmf")?;
         let u = explore::unit_uniform(seed);
         let arm = explore::draw(&pmf, u);
         Ok(Draw::Drawn { arm, propensity: pmf[arm], pmf })
@@ -377,9 +456,11 @@ impl LiveExperiment {
 
     /// Shadow mode: the candidate policy's PMF over all arms for the request that
     /// [`Self::decide`] just drew for — same eligibility, same exploration floor, the same
-    /// encoded context for a linear candidate — without I/O and without touching the draw.
-    /// `None` when the experiment has no candidate (or no candidate state yet); an error
-    /// when the candidate cannot score this input.
+    /// encoded context for a linear candidate, its own network's PMF for the same logged
+    /// context for a `neural_pg` candidate ([`Self::shadow_neural_pmf`], passed as
+    /// [`PolicyInput::Scored`]) — without I/O and without touching the draw. `None` when
+    /// the experiment has no candidate (or no candidate state yet); an error when the
+    /// candidate cannot score this input.
     pub fn shadow_pmf(
         &self,
         unit_id: &str,
@@ -394,10 +475,11 @@ impl LiveExperiment {
         self.state_pmf(state, &candidate.policy, input, eligible, seed, "shadow-pmf").map(Some)
     }
 
-    /// The floored PMF of a context-free or linear policy `spec` in `state` (the live
-    /// snapshot or the shadow candidate's): a linear model's Monte Carlo PMF for the
-    /// request's features, seeded by a hash of the draw's `seed` under `label`, else the
-    /// state's fixed PMF restricted to the eligible arms.
+    /// The floored PMF of policy `spec` in `state` (the live snapshot or the shadow
+    /// candidate's): for `neural_pg` its network's scored PMF restricted to the eligible arms;
+    /// for a linear model its Monte Carlo PMF for the request's features, seeded by a hash of
+    /// the draw's `seed` under `label`; else the state's fixed PMF restricted to the eligible
+    /// arms.
     fn state_pmf(
         &self,
         state: &SnapshotState,
@@ -408,6 +490,19 @@ impl LiveExperiment {
         label: &str,
     ) -> Result<Vec<f64>, PolicyError> {
         let floor = self.definition.min_propensity;
+        if spec.is_neural() {
+            let PolicyInput::Scored(raw) = input else {
+                return Err(PolicyError::NeedsContext { kind: spec.kind() });
+            };
+            if raw.len() != eligible.len() {
+                return Err(PolicyError::ArmCountMismatch {
+                    what: "neural PMF".into(),
+                    expected: eligible.len(),
+                    got: raw.len(),
+                });
+            }
+            return explore::restrict_and_floor(raw, eligible, floor);
+        }
         match (&state.linear, spec.linear_exploration()) {
             (Some(model), Some(exploration)) => {
                 let PolicyInput::Features(x) = input else {
@@ -676,5 +771,187 @@ mod shadow_tests {
         }
         // A changed candidate is a new version.
         assert!(without.definition.needs_new_version(&with.definition));
+    }
+}
+
+#[cfg(test)]
+mod neural_shadow_tests {
+    use super::*;
+    use crate::experiment::definition::from_toml;
+    use crate::policy::neural::LoggedRow;
+    use crate::profile::{Event, EventKind};
+    use crate::store::models::ExperimentRow;
+    use std::time::Duration;
+
+    fn at(h: u32) -> chrono::NaiveDateTime {
+        chrono::NaiveDate::from_ymd_opt(2026, 11, 20).and_then(|d| d.and_hms_opt(h, 0, 0)).expect("valid time")
+    }
+
+    const CANDIDATE: &str =
+        "{ kind = \"neural_pg\", features = 2, hidden = 8, embedding = 8, seed = 5, temperature = 0.3, epochs = 3 }";
+
+    /// A running experiment over 3 arms and 2 numeric features with the live `policy` and the
+    /// shadow `candidate`, and its initial snapshot row.
+    fn stored(policy: &str, candidate: &str) -> (StoredExperiment, SnapshotRow) {
+        let definition = from_toml(&format!(
+            "key = \"ns\"\nname = \"Neural shadow\"\nmin_propensity = 0.05\n\
+             [[arms]]\nkey = \"a\"\ncontrol = true\n[[arms]]\nkey = \"b\"\n[[arms]]\nkey = \"c\"\n\
+             [policy]\n{policy}\n[primary_metric]\nname = \"purchase\"\nkind = \"conversion\"\n\
+             [features]\nnumeric = [{{ name = \"monetary_90d\" }}, {{ name = \"is_returning\" }}]\n\
+             [shadow]\npolicy = {candidate}\n"
+        ))
+        .unwrap();
+        assert!(definition.validate().is_empty(), "{:?}", definition.validate());
+        let state = crate::experiment::admin::initial_snapshot(&definition, "salt", 1).unwrap();
+        let row = ExperimentRow {
+            id: 9,
+            key: "ns".into(),
+            name: "Neural shadow".into(),
+            status: "running".into(),
+            current_version: 1,
+            salt: "salt".into(),
+            promoted_arm: None,
+            created_at: at(0),
+            updated_at: at(0),
+        };
+        let snap = SnapshotRow {
+            id: 70,
+            experiment_id: 9,
+            version: 1,
+            policy_version: 1,
+            state,
+            n_feedback: 0,
+            created_at: at(0),
+        };
+        (StoredExperiment { row, definition }, snap)
+    }
+
+    fn context(i: usize) -> NeuralContext {
+        let events: Vec<Event> = (0..i % 4)
+            .map(|j| Event {
+                kind: EventKind::ALL[(i + j) % 4],
+                at: at(1 + j as u32),
+                amount: (10 * j) as f64,
+                category: Some("shoes".into()),
+            })
+            .collect();
+        NeuralContext::new(vec![(i % 5) as f64 * 50.0, (i % 2) as f64], &events, at(12))
+    }
+
+    fn batched() -> ScoringSetup {
+        ScoringSetup::new(
+            Device::Cpu,
+            BatchConfig { max_batch: 8, max_wait: Duration::from_millis(5), ..Default::default() },
+        )
+    }
+
+    fn runtime() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap()
+    }
+
+    #[test]
+    fn a_neural_candidate_scores_through_its_own_scorer_and_its_floored_pmf_leaves_the_draw_alone() {
+        let (e, snap) = stored("kind = \"fixed\"\nweights = { a = 0.8, b = 0.1, c = 0.1 }", CANDIDATE);
+        let live = LiveExperiment::load(e.clone(), &snap, &batched(), None).unwrap();
+        assert!(live.neural.is_none(), "the live policy is context-free");
+        let scorer = live.shadow_neural.as_ref().expect("the candidate's network is loaded");
+        assert!(scorer.is_batched());
+        let model = &live.snapshot.shadow.as_ref().unwrap().neural.as_ref().unwrap().model;
+        let inline = NeuralPolicy::from_snapshot(model, &Device::Cpu).unwrap();
+
+        let rt = runtime();
+        let eligible = [true, false, true];
+        let ctx = Context::new();
+        for i in 0..12 {
+            let c = context(i);
+            let raw = rt.block_on(live.shadow_neural_pmf(&c)).unwrap();
+            let expected = inline.pmfs(&[c.input()]).unwrap().remove(0);
+            assert!(raw.iter().zip(&expected).all(|(p, q)| (p - q).abs() < 1e-5), "{raw:?} vs {expected:?}");
+            let logged = LoggedContext::Neural(c);
+            let input =
+                PolicyInput::for_spec(&live.definition.shadow.as_ref().unwrap().policy, Some(&logged), Some(&raw));
+            assert_eq!(input, PolicyInput::Scored(&raw));
+            let pmf = live.shadow_pmf(&format!("u{i}"), "r", input, &eligible).unwrap().expect("a candidate");
+            assert_eq!(pmf, explore::restrict_and_floor(&raw, &eligible, 0.05).unwrap());
+            assert_eq!(pmf[1], 0.0, "ineligible");
+            assert!(pmf[0] >= 0.05 - 1e-12 && pmf[2] >= 0.05 - 1e-12, "{pmf:?}");
+            // The live draw reads nothing and is the fixed policy's.
+            let live_input = PolicyInput::for_spec(&live.definition.policy, Some(&logged), Some(&raw));
+            assert_eq!(live_input, PolicyInput::None);
+            match live.decide(&format!("u{i}"), "r", &ctx, live_input, &eligible).unwrap() {
+                Draw::Drawn { pmf, .. } => assert!((pmf[0] - (0.8 / 0.9 * 0.9 + 0.05)).abs() < 1e-9, "{pmf:?}"),
+                other => panic!("{other:?}"),
+            }
+        }
+        // Without its scored PMF the candidate has nothing to log.
+        let err = live.shadow_pmf("u", "r", PolicyInput::None, &eligible).unwrap_err();
+        assert_eq!(err.code(), "policy_needs_context");
+    }
+
+    #[test]
+    fn the_candidates_scorer_is_reused_while_its_weights_are_the_same_and_reloaded_when_they_change() {
+        let (e, snap) = stored("kind = \"fixed\"", CANDIDATE);
+        let setup = batched();
+        let first = LiveExperiment::load(e.clone(), &snap, &setup, None).unwrap();
+        // A new row for the live policy's feedback, same candidate weights: reused.
+        let next = SnapshotRow { id: 71, policy_version: 2, ..snap.clone() };
+        let again = LiveExperiment::load(e.clone(), &next, &setup, Some(&first)).unwrap();
+        assert!(Arc::ptr_eq(again.shadow_neural.as_ref().unwrap(), first.shadow_neural.as_ref().unwrap()));
+        // The candidate retrained (new weights): loaded anew.
+        let mut state: SnapshotState = serde_json::from_str(&snap.state).unwrap();
+        let candidate = state.shadow.as_mut().unwrap().neural.as_mut().unwrap();
+        let mut policy = NeuralPolicy::from_snapshot(&candidate.model, &Device::Cpu).unwrap();
+        let rows: Vec<LoggedRow> = (0..8)
+            .map(|i| LoggedRow {
+                input: context(i).input(),
+                arm: i % 3,
+                propensity: 1.0 / 3.0,
+                reward: (i % 3 == 2) as u8 as f64,
+            })
+            .collect();
+        policy.train(&rows).unwrap();
+        candidate.model = policy.snapshot().unwrap();
+        let trained =
+            SnapshotRow { id: 72, policy_version: 3, state: serde_json::to_string(&state).unwrap(), ..snap.clone() };
+        let fresh = LiveExperiment::load(e, &trained, &setup, Some(&again)).unwrap();
+        assert!(!Arc::ptr_eq(fresh.shadow_neural.as_ref().unwrap(), again.shadow_neural.as_ref().unwrap()));
+        let c = context(3);
+        let rt = runtime();
+        let (old, new) =
+            (rt.block_on(again.shadow_neural_pmf(&c)).unwrap(), rt.block_on(fresh.shadow_neural_pmf(&c)).unwrap());
+        assert_ne!(old, new, "the reloaded scorer serves the new weights");
+    }
+
+    #[test]
+    fn a_shadow_state_of_other_parameters_is_refused_and_a_linear_candidate_reads_a_neural_context() {
+        let (_, snap) = stored("kind = \"fixed\"", CANDIDATE);
+        let other = CANDIDATE.replace("hidden = 8", "hidden = 9");
+        let (e, _) = stored("kind = \"fixed\"", &other);
+        let err = LiveExperiment::from_stored(e, &snap).unwrap_err();
+        assert!(err.contains("shadow state that does not match"), "{err}");
+        // A linear candidate's state is refused for a neural candidate, and the reverse.
+        let (lin, lin_snap) = stored("kind = \"fixed\"", "{ kind = \"lin_ucb\", features = 2 }");
+        assert!(LiveExperiment::from_stored(lin.clone(), &snap).unwrap_err().contains("shadow state"));
+        let (neural, _) = stored("kind = \"fixed\"", CANDIDATE);
+        assert!(LiveExperiment::from_stored(neural, &lin_snap).unwrap_err().contains("shadow state"));
+
+        // Beside a neural live policy, a linear candidate scores the `x` of the logged context.
+        let (e, snap) = stored(
+            "kind = \"neural_pg\"\nfeatures = 2\nhidden = 8\nembedding = 8",
+            "{ kind = \"lin_ucb\", features = 2 }",
+        );
+        let live = LiveExperiment::from_stored(e, &snap).unwrap();
+        let logged = LoggedContext::Neural(context(3));
+        assert_eq!(logged.x(), &[150.0, 1.0]);
+        let spec = &live.definition.shadow.as_ref().unwrap().policy;
+        let input = PolicyInput::for_spec(spec, Some(&logged), None);
+        assert_eq!(input, PolicyInput::Features(&[150.0, 1.0]));
+        let pmf = live.shadow_pmf("u", "r", input, &[true; 3]).unwrap().unwrap();
+        assert!((pmf.iter().sum::<f64>() - 1.0).abs() < 1e-9 && pmf.iter().all(|p| *p >= 0.05 - 1e-12), "{pmf:?}");
+        // The logged forms read back as what was logged.
+        let json = serde_json::to_string(&logged).unwrap();
+        assert_eq!(serde_json::from_str::<LoggedContext>(&json).unwrap(), logged);
+        let plain: LoggedContext = serde_json::from_str("[1.5, 0.0]").unwrap();
+        assert_eq!((plain.x(), plain.neural()), (&[1.5, 0.0][..], None));
     }
 }

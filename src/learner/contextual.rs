@@ -9,7 +9,7 @@
 
 use chrono::NaiveDateTime;
 
-use crate::experiment::registry::SnapshotState;
+use crate::experiment::registry::{LoggedContext, SnapshotState};
 use crate::policy::ArmFeedback;
 use crate::store::queries::StoredExperiment;
 use crate::store::{profiles, Db, StoreError};
@@ -46,7 +46,9 @@ pub fn update(
     feedback.resize(def.arms.len(), ArmFeedback::default());
     let mut folded = Folded::default();
     for r in &rows {
-        let x: Option<Vec<f64>> = serde_json::from_str(&r.features).ok();
+        // A plain vector, or the `x` of a neural context (logged when a `neural_pg` policy,
+        // live or shadow, reads the same exposures).
+        let x: Option<Vec<f64>> = serde_json::from_str::<LoggedContext>(&r.features).ok().map(|c| c.x().to_vec());
         let applied = match (def.arm_index(&r.arm), x) {
             (Some(arm), Some(x)) => model.observe(arm, &x, r.reward).map(|()| arm).map_err(|e| e.to_string()),
             (None, _) => Err(format!("unknown arm `{}`", r.arm)),

@@ -10,7 +10,8 @@
 //! sums of every mature exposure (it never freezes an exposure's reward).
 //!
 //! `neural_pg` is retrained on a schedule instead (see [`neural`]): its spec's
-//! `retrain_every` and `min_new_rows`, warm-started from the previous weights.
+//! `retrain_every` and `min_new_rows`, warm-started from the previous weights — the live
+//! policy's network and a `neural_pg` shadow candidate's alike ([`shadow::learn`]).
 //!
 //! On Postgres only one process learns at a time: a session advisory lock is taken for
 //! the run and released after it; a process that does not get it skips the run.
@@ -108,7 +109,7 @@ pub fn run_once_on(db: &Db, metrics: &Metrics, now: NaiveDateTime, device: &Devi
         let previous_shadow = previous.as_ref().and_then(|p| p.shadow.as_deref());
         let shadow_next = match (&def.shadow, previous_shadow) {
             (Some(candidate), Some(prev)) => {
-                shadow::learn(db, &stored, candidate, prev, until, snap.policy_version + 1)?
+                shadow::learn(db, &stored, candidate, prev, until, now, device, snap.policy_version + 1)?
             }
             _ => None,
         };
@@ -158,7 +159,7 @@ fn live_update(
     let readable =
         || previous.ok_or_else(|| StoreError::Corrupt(format!("snapshot of `{}` is unreadable", stored.row.key)));
     if def.policy.is_neural() {
-        let Some((next, done)) = neural::update(db, stored, readable()?, until, now, device)? else {
+        let Some((next, done)) = neural::update(db, stored, &def.policy, readable()?, until, now, device)? else {
             return Ok(None);
         };
         let (before, after) = done.report.as_ref().map_or((f64::NAN, f64::NAN), |r| (r.snips_before, r.snips_after));

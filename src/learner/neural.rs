@@ -14,13 +14,18 @@
 //!
 //! As with the other kinds, a reward that arrives after its exposure matured still counts
 //! at the next retrain: every retrain re-reads the rewards of all the rows it uses.
+//!
+//! A `neural_pg` shadow candidate is retrained by the same [`update`] on its own spec's
+//! schedule, from its own state (network, `trained_at`, `learned_until`) inside the live
+//! snapshot: the same rows, the same logged (live) propensities, since every exposure of an
+//! experiment with a neural candidate logs the [`NeuralContext`] too.
 
 use candle_core::Device;
 use chrono::NaiveDateTime;
 
 use crate::experiment::registry::{NeuralState, SnapshotState};
 use crate::policy::neural::{LoggedRow, NeuralContext, NeuralPolicy, TrainReport};
-use crate::policy::ArmFeedback;
+use crate::policy::{ArmFeedback, PolicySpec};
 use crate::store::queries::StoredExperiment;
 use crate::store::{Db, StoreError};
 
@@ -87,12 +92,14 @@ pub fn training_rows(
     Ok(rows)
 }
 
-/// Retrains `previous`'s network when the schedule says so (see the module docs);
-/// `None` when it is not time yet, too few new exposures matured, or training failed
-/// (logged; the previous snapshot stays).
+/// Retrains `previous`'s network (the state of `spec`: the live policy, or a shadow
+/// candidate's own state) when `spec`'s schedule says so (see the module docs); `None` when
+/// it is not time yet, too few new exposures matured, or training failed (logged; the
+/// previous snapshot stays).
 pub fn update(
     db: &Db,
     stored: &StoredExperiment,
+    spec: &PolicySpec,
     previous: &SnapshotState,
     until: NaiveDateTime,
     now: NaiveDateTime,
@@ -103,7 +110,7 @@ pub fn update(
     let Some(state) = &previous.neural else {
         return Err(StoreError::Corrupt(format!("snapshot of `{key}` has no neural model")));
     };
-    let Some(schedule) = def.policy.retrain_schedule() else {
+    let Some(schedule) = spec.retrain_schedule() else {
         return Err(StoreError::Corrupt(format!("`{key}` is not a neural_pg experiment")));
     };
     if state.trained_at.is_some_and(|t| now < t + crate::experiment::definition::to_chrono(schedule.every)) {

@@ -1,7 +1,8 @@
 //! Shadow mode (issue 5): a candidate policy is scored on every logged decision but never
 //! served. Its PMF for the decision is logged with the exposure (`shadow_pmf`), its state is
-//! learned from the same log as the live policy's ([`learn`]), and its value is estimated
-//! off-policy from what the live policy logged ([`evaluate`]):
+//! learned from the same log as the live policy's ([`learn`]; a `neural_pg` candidate is
+//! retrained on its own schedule like a live one), and its value is estimated off-policy
+//! from what the live policy logged ([`evaluate`]):
 //!
 //! * candidate value: self-normalised inverse propensity weighting (SNIPW; Swaminathan &
 //!   Joachims 2015, "The self-normalized estimator for counterfactual learning", eq. (4)),
@@ -15,11 +16,12 @@
 //! confidence bound exceeds the live point estimate, else `keep_live`; `insufficient_data`
 //! before that (or when the candidate never takes a logged arm: every weight 0).
 
+use candle_core::Device;
 use chrono::NaiveDateTime;
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use super::contextual;
+use super::{contextual, neural};
 use crate::experiment::definition::{MetricKind, ShadowDef};
 use crate::experiment::registry::SnapshotState;
 use crate::ope::estimators::{point_estimate, terms, Estimator, EstimatorInputs, RatioTerms};
@@ -175,16 +177,28 @@ pub fn evaluate_stored(
 
 /// The candidate's next state from the log, the same way the live policy of its kind learns
 /// (context-free kinds: refit from the cumulative per-arm feedback of matured exposures;
-/// `lin_ts` / `lin_ucb`: fold the newly matured exposures' logged contexts); `None` when
-/// nothing changed.
+/// `lin_ts` / `lin_ucb`: fold the newly matured exposures' logged contexts; `neural_pg`:
+/// retrain its network on its own `retrain_every` / `min_new_rows` schedule from the logged
+/// contexts, arms, live propensities and rewards, on `device`); `None` when nothing changed.
+#[allow(clippy::too_many_arguments)]
 pub fn learn(
     db: &Db,
     stored: &StoredExperiment,
     candidate: &ShadowDef,
     previous: &SnapshotState,
     until: NaiveDateTime,
+    now: NaiveDateTime,
+    device: &Device,
     next_policy_version: i64,
 ) -> Result<Option<SnapshotState>, StoreError> {
+    if candidate.policy.is_neural() {
+        let Some((next, done)) = neural::update(db, stored, &candidate.policy, previous, until, now, device)? else {
+            return Ok(None);
+        };
+        let (before, after) = done.report.as_ref().map_or((f64::NAN, f64::NAN), |r| (r.snips_before, r.snips_after));
+        tracing::info!(experiment = %stored.row.key, rows = done.rows, new_rows = done.new_rows, skipped = done.skipped, snips_before = before, snips_after = after, "neural shadow candidate retrained");
+        return Ok(Some(next));
+    }
     if candidate.policy.is_contextual() {
         return Ok(contextual::update(db, stored, previous, until)?.map(|(next, _)| next));
     }

@@ -94,7 +94,8 @@ pub struct OpeArgs {
     /// × position matrix or `item,position,probability` rows); `bts` (Bernoulli Thompson
     /// sampling fitted on the logged data; OBD logs only); `snapshot` / `snapshot:N` (the
     /// experiment's latest policy snapshot for the logged version / policy version N, as served
-    /// with its exploration floor; experiment logs only).
+    /// with its exploration floor — for lin_ts, lin_ucb and neural_pg, per exposure from the
+    /// context it logged; experiment logs only).
     #[arg(long, required = true, value_name = "uniform|arm:KEY|fixed:item=w,...|dist:PATH.csv|bts|snapshot[:N]")]
     pub target: Option<TargetSpec>,
     /// Database of `--logged experiment:KEY`: postgres://USER@HOST/DB, sqlite://PATH or a file
@@ -459,7 +460,7 @@ pub fn experiment_target(
     seed: u64,
 ) -> Result<Box<dyn TargetPolicy>, OpeError> {
     match spec {
-        TargetSpec::Snapshot(policy_version) => Ok(Box::new(snapshot_policy(db, log, *policy_version)?)),
+        TargetSpec::Snapshot(policy_version) => snapshot_policy(db, log, *policy_version),
         TargetSpec::Bts => Err(OpeError::TargetNotApplicable {
             target: spec.to_string(),
             source_kind: "an experiment's exposure log",

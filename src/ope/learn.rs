@@ -33,9 +33,9 @@
 //! off-policy clipped SNIPW policy gradient on the rows with their logged propensities.
 //!
 //! **Evaluation.** On each held-out row the learned policy's served PMF (its exploration, then
-//! the floor `min_propensity` mixed in; `lin_ts` draws are seeded per row) becomes a
-//! [`TargetPolicy`] table, and [`super::evaluate()`] gives IPW, SNIPW, DM, DR and Switch-DR
-//! with normal and bootstrap 95% intervals and the effective sample size. The comparison with
+//! the floor `min_propensity` mixed in; `lin_ts` draws are seeded per row) becomes one row of a
+//! [`RowTablePolicy`], and [`super::evaluate()`] gives IPW, SNIPW, DM, DR and Switch-DR with
+//! normal and bootstrap 95% intervals and the effective sample size. The comparison with
 //! `bts` uses two independent samples (different logs), so the interval of a difference is
 //! `Δ ± 1.96 √(se₁² + se₂²)`.
 //!
@@ -61,7 +61,9 @@ use super::bootstrap::{percentile_intervals, BootstrapConfig};
 use super::csv::for_each_record;
 use super::estimators::{point_estimate, RatioTerms};
 use super::seed::derive;
-use super::{evaluate, load_obd, LoggedData, ObdOptions, OpeConfig, OpeError, OpeReport, TargetPolicy, UniformPolicy};
+use super::{
+    evaluate, load_obd, LoggedData, ObdOptions, OpeConfig, OpeError, OpeReport, RowTablePolicy, UniformPolicy,
+};
 use crate::policy::explore::restrict_and_floor;
 use crate::policy::linear::{Exploration, LinearState, DEFAULT_ALPHA, DEFAULT_LAMBDA, DEFAULT_LIN_TS_DRAWS, DEFAULT_V};
 use crate::policy::neural::{LoggedRow, NeuralInput, NeuralParams, NeuralPolicy, Objective, TrainReport};
@@ -398,31 +400,6 @@ pub fn load_obd_timestamps(path: &Path) -> Result<Vec<String>, OpeError> {
 // ---------------------------------------------------------------------------------------------
 // Learned policies as target policies
 // ---------------------------------------------------------------------------------------------
-
-/// A target policy given as a table of action distributions, one per row of the data it is
-/// evaluated on (`probs[row * n_actions + a]`).
-#[derive(Debug, Clone, PartialEq)]
-pub struct TablePolicy {
-    pub name: String,
-    pub n_actions: usize,
-    pub probs: Vec<f64>,
-}
-
-impl TargetPolicy for TablePolicy {
-    fn describe(&self) -> String {
-        self.name.clone()
-    }
-
-    fn action_probs(&self, data: &LoggedData, row: usize, out: &mut [f64]) -> Result<(), OpeError> {
-        if data.n_actions() != self.n_actions || (row + 1) * self.n_actions > self.probs.len() {
-            return Err(OpeError::InvalidPolicy {
-                message: format!("{} has no distribution for row {row} over {} actions", self.name, data.n_actions()),
-            });
-        }
-        out.copy_from_slice(&self.probs[row * self.n_actions..(row + 1) * self.n_actions]);
-        Ok(())
-    }
-}
 
 fn policy_error(kind: LearnedKind, e: impl std::fmt::Display) -> OpeError {
     OpeError::InvalidPolicy { message: format!("{}: {e}", kind.key()) }
@@ -795,8 +772,8 @@ pub fn learn_and_evaluate(
             }
             _ => return Err(OpeError::InvalidConfig { message: format!("{} has no model", kind.key()) }),
         };
-        let target = TablePolicy { name: kind.key().to_string(), n_actions: random.n_actions(), probs };
-        let shape = shape(&target.probs, &test);
+        let target = RowTablePolicy::new(kind.key(), random.n_actions(), probs)?;
+        let shape = shape(target.probs(), &test);
         let report = evaluate(&test, &target, &ope)?;
         table.extend(table_rows(kind.key(), &report, &bts_on_policy));
         policies.push(LearnedPolicyReport { policy: kind, params, train, shape, report });

@@ -9,8 +9,10 @@
 //!   through [`LoggedDataBuilder`].
 //! - [`TargetPolicy`] gives the target policy's action distribution for every logged row and
 //!   position: [`UniformPolicy`], [`PositionTablePolicy`] (fixed weights, one arm, an action
-//!   distribution CSV, Bernoulli Thompson sampling fitted by [`fit_bernoulli_ts`], or a policy
-//!   snapshot of the platform read by [`platform::snapshot_policy`]).
+//!   distribution CSV, Bernoulli Thompson sampling fitted by [`fit_bernoulli_ts`], or a
+//!   context-free policy snapshot of the platform read by [`platform::snapshot_policy`]) and
+//!   [`RowTablePolicy`] (one distribution per row: a contextual snapshot — `lin_ts`, `lin_ucb`,
+//!   `neural_pg` — scored on each exposure's logged context, or a policy learned by [`learn`]).
 //! - [`reward_model`] fits a cross-fitted, L2-regularised logistic (or linear) regression of the
 //!   reward on context, action and position, for the direct method and doubly robust.
 //! - [`estimators`] holds the pure estimator formulas (DM, IPW, SNIPW, DR with a fitted
@@ -47,4 +49,6 @@ pub use estimators::{Estimator, EstimatorInputs, SwitchTau};
 pub use evaluate::{evaluate, evaluate_with_progress, EstimateSummary, Estimates, OpeConfig, OpeReport};
 pub use obd::{load_obd, ObdOptions};
 pub use reward_model::{RewardModel, RewardModelConfig, RewardModelFitting, RewardModelKind, RewardPredictions};
-pub use target::{fit_bernoulli_ts, BernoulliTsConfig, PositionTablePolicy, TargetPolicy, TargetSpec, UniformPolicy};
+pub use target::{
+    fit_bernoulli_ts, BernoulliTsConfig, PositionTablePolicy, RowTablePolicy, TargetPolicy, TargetSpec, UniformPolicy,
+};

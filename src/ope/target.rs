@@ -6,9 +6,12 @@
 //! [`PositionTablePolicy`], a context-free distribution per position, built from fixed weights
 //! (or one arm), from an action-distribution CSV, or by [`fit_bernoulli_ts`] (Bernoulli
 //! Thompson sampling as the Open Bandit Pipeline's `BernoulliTS.compute_batch_action_dist`
-//! computes it); and [`TargetSpec`], the CLI's
-//! `uniform|dist:PATH.csv|bts|fixed:item=w,...|arm:KEY|snapshot[:N]` syntax. A platform policy
-//! snapshot becomes a [`PositionTablePolicy`] in [`super::platform::snapshot_policy`].
+//! computes it); [`RowTablePolicy`], one distribution per logged row, for contextual policies
+//! whose distribution was computed from each row's context beforehand; and [`TargetSpec`], the
+//! CLI's `uniform|dist:PATH.csv|bts|fixed:item=w,...|arm:KEY|snapshot[:N]` syntax. A platform
+//! policy snapshot becomes a [`PositionTablePolicy`] (context-free kinds) or a
+//! [`RowTablePolicy`] (`lin_ts`, `lin_ucb`, `neural_pg`) in
+//! [`super::platform::snapshot_policy`].
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -224,6 +227,83 @@ impl TargetPolicy for PositionTablePolicy {
         let k = data.positions()[row];
         let probs = self.probs.get(k).ok_or_else(|| OpeError::InvalidPolicy {
             message: format!("{} covers {} positions, row {row} is at position {}", self.name, self.probs.len(), k + 1),
+        })?;
+        out.copy_from_slice(probs);
+        Ok(())
+    }
+}
+
+/// A policy given as one action distribution per logged row: `probs[row * n_actions + a]` =
+/// `π(a | x_row)`. This is how a contextual policy becomes a target: its distribution is
+/// computed for each row's own context ahead of the evaluation (a policy snapshot of a
+/// contextual kind in [`super::platform::snapshot_policy`], a learned policy in
+/// [`super::learn`]). The table belongs to the rows it was computed for: evaluated on other data
+/// with the same number of rows it would silently pair distributions with the wrong contexts,
+/// so build it for the `LoggedData` it is evaluated on.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RowTablePolicy {
+    name: String,
+    n_actions: usize,
+    probs: Vec<f64>,
+}
+
+impl RowTablePolicy {
+    /// A policy from `probs` (row-major, `n_actions` per row); every row must be a distribution
+    /// (entries in [0, 1] summing to 1 within 1e-9).
+    pub fn new(name: impl Into<String>, n_actions: usize, probs: Vec<f64>) -> Result<Self, OpeError> {
+        let name = name.into();
+        let bad = |message: String| OpeError::InvalidPolicy { message };
+        if n_actions == 0 || probs.is_empty() || probs.len() % n_actions != 0 {
+            return Err(bad(format!("{name}: {} probabilities do not form rows of {n_actions} actions", probs.len())));
+        }
+        for (i, row) in probs.chunks_exact(n_actions).enumerate() {
+            if let Some(a) = row.iter().position(|p| !(0.0..=1.0).contains(p)) {
+                return Err(bad(format!("{name}: probability {} of action {a} at row {i} is not in [0, 1]", row[a])));
+            }
+            let sum: f64 = row.iter().sum();
+            if (sum - 1.0).abs() > SUM_TOLERANCE {
+                return Err(bad(format!("{name}: probabilities at row {i} sum to {sum}, not 1")));
+            }
+        }
+        Ok(Self { name, n_actions, probs })
+    }
+
+    /// `π(· | x_row)`, or `None` past the last row.
+    pub fn row_probs(&self, row: usize) -> Option<&[f64]> {
+        self.probs.get(row * self.n_actions..(row + 1) * self.n_actions)
+    }
+
+    /// Rows covered.
+    pub fn n_rows(&self) -> usize {
+        self.probs.len() / self.n_actions
+    }
+
+    /// Every row's distribution, row-major.
+    pub fn probs(&self) -> &[f64] {
+        &self.probs
+    }
+}
+
+impl TargetPolicy for RowTablePolicy {
+    fn describe(&self) -> String {
+        self.name.clone()
+    }
+
+    fn action_probs(&self, data: &LoggedData, row: usize, out: &mut [f64]) -> Result<(), OpeError> {
+        if data.n_actions() != self.n_actions || data.len() != self.n_rows() {
+            return Err(OpeError::InvalidPolicy {
+                message: format!(
+                    "{} has distributions for {} rows over {} actions, the logged data has {} rows over {}",
+                    self.name,
+                    self.n_rows(),
+                    self.n_actions,
+                    data.len(),
+                    data.n_actions()
+                ),
+            });
+        }
+        let probs = self.row_probs(row).ok_or_else(|| OpeError::InvalidPolicy {
+            message: format!("{} has no distribution for row {row}", self.name),
         })?;
         out.copy_from_slice(probs);
         Ok(())
@@ -614,6 +694,34 @@ mod tests {
         std::fs::write(&bad, "item,position,probability\n9,1,1\n").unwrap();
         assert_eq!(PositionTablePolicy::from_csv(&bad, &d).unwrap_err().code(), "ope_csv");
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_row_table_gives_each_row_its_own_distribution_and_checks_its_shape() {
+        let d = slate_data();
+        let mut probs = Vec::new();
+        for i in 0..d.len() {
+            let a = i % 3;
+            let mut row = vec![0.1; 3];
+            row[a] = 0.8;
+            probs.extend(row);
+        }
+        let p = RowTablePolicy::new("per-row", 3, probs).unwrap();
+        assert_eq!(p.n_rows(), d.len());
+        let mut out = vec![0.0; 3];
+        for i in [0, 1, 2, 299] {
+            p.action_probs(&d, i, &mut out).unwrap();
+            assert_eq!(out[i % 3], 0.8, "row {i}");
+            assert_eq!(p.row_probs(i), Some(&out[..]));
+        }
+        assert_eq!(p.row_probs(300), None);
+        // Built for other rows: refused rather than paired with the wrong contexts.
+        let short = RowTablePolicy::new("short", 3, vec![0.2, 0.3, 0.5]).unwrap();
+        assert_eq!(short.action_probs(&d, 0, &mut out).unwrap_err().code(), "ope_invalid_policy");
+        assert!(RowTablePolicy::new("x", 3, vec![0.5, 0.5]).is_err());
+        assert!(RowTablePolicy::new("x", 2, vec![0.5, 0.4]).is_err());
+        assert!(RowTablePolicy::new("x", 2, vec![1.5, -0.5]).is_err());
+        assert!(RowTablePolicy::new("x", 0, vec![]).is_err());
     }
 
     #[test]

@@ -256,6 +256,12 @@ pub enum PolicySpec {
         /// Optimism of the `dr` objective's reward model (its upper confidence bound), >= 0.
         #[serde(default)]
         optimism: f64,
+        /// Entropy bonus of the training objective, >= 0.
+        #[serde(default)]
+        entropy: f64,
+        /// A linear path from the features to the user representation.
+        #[serde(default)]
+        wide: bool,
         /// Shortest time between two retrains, a duration such as "15m" (> 0, at most 30 days).
         #[serde(default = "default_retrain_every")]
         retrain_every: String,
@@ -362,6 +368,8 @@ impl PolicySpec {
                 seed,
                 objective,
                 optimism,
+                entropy,
+                wide,
                 ..
             } => Some(neural::NeuralParams {
                 features: *features,
@@ -376,6 +384,8 @@ impl PolicySpec {
                 seed: *seed,
                 objective: *objective,
                 optimism: *optimism,
+                entropy: *entropy,
+                wide: *wide,
             }),
             _ => None,
         }

@@ -212,13 +212,26 @@ pub struct NeuralParams {
     /// The training objective (default `snipw`).
     #[serde(default)]
     pub objective: Objective,
-    /// Optimism `α` of the doubly robust objective's reward model (default 0, finite and
-    /// >= 0, only with `objective = "dr"`): the policy is trained against
+    /// Optimism `α` of the doubly robust objective's reward model (default 0, finite, at
+    /// least 0, only with `objective = "dr"`): the policy is trained against
     /// `q̂(x, a) + α √(xᵀA_a⁻¹x)`, the ridge model's upper confidence bound as in LinUCB
     /// (Li, Chu, Langford & Schapire, WWW 2010), so arms the log says little about in a
     /// context keep probability until their data settle the question.
     #[serde(default)]
     pub optimism: f64,
+    /// Entropy bonus `τ` (default 0, finite and >= 0): the objective gains `τ · H(π_θ(·|x))`
+    /// averaged over the rows (Williams & Peng, "Function Optimization using Connectionist
+    /// Reinforcement Learning Algorithms", 1991). It keeps the softmax from saturating on an
+    /// arm early, where the gradient of any other arm's logit vanishes (the plateaus of
+    /// softmax policy gradient: Mei, Xiao, Szepesvári & Schuurmans, ICML 2020).
+    #[serde(default)]
+    pub entropy: f64,
+    /// A linear ("wide") path from the profile features to the user representation, added
+    /// to the deep one (default false; the wide part of Cheng et al., "Wide & Deep Learning
+    /// for Recommender Systems", DLRS 2016): with it, `score_a` can be exactly linear in
+    /// the features, which the ReLU tower only approximates. Adds the tensor `user.wide`.
+    #[serde(default)]
+    pub wide: bool,
 }
 
 impl NeuralParams {
@@ -237,6 +250,8 @@ impl NeuralParams {
             seed: 0,
             objective: Objective::Snipw,
             optimism: 0.0,
+            entropy: 0.0,
+            wide: false,
         }
     }
 
@@ -279,6 +294,9 @@ impl NeuralParams {
         }
         if !(self.optimism.is_finite() && self.optimism >= 0.0) {
             return Err(NeuralError::param("optimism", format!("must be a finite number >= 0, got {}", self.optimism)));
+        }
+        if !(self.entropy.is_finite() && self.entropy >= 0.0) {
+            return Err(NeuralError::param("entropy", format!("must be a finite number >= 0, got {}", self.entropy)));
         }
         if self.optimism > 0.0 && self.objective != Objective::Dr {
             return Err(NeuralError::param("optimism", "needs objective = \"dr\" (only it has a reward model)"));
@@ -437,6 +455,8 @@ pub struct NeuralNet {
     attn_k: Linear,
     attn_v: Linear,
     fuse: Linear,
+    /// `user.wide` when [`NeuralParams::wide`].
+    wide: Option<Linear>,
     arms: Tensor,
     /// `1 / √h`.
     scale: f64,
@@ -459,6 +479,7 @@ impl NeuralNet {
             attn_k: linear_no_bias(h, h, events.pp("k"))?,
             attn_v: linear_no_bias(h, h, events.pp("v"))?,
             fuse: linear(2 * h, h, vb.pp("fuse"))?,
+            wide: if params.wide { Some(linear_no_bias(d, h, user.pp("wide"))?) } else { None },
             arms: vb.pp("arms").get_with_hints((arms, h), "weight", candle_nn::init::DEFAULT_KAIMING_NORMAL)?,
             scale,
             logit_scale: scale / params.temperature,
@@ -484,6 +505,10 @@ impl NeuralNet {
         let count = m.sum(1)?.clamp(1f32, f32::MAX)?; // [B, 1]
         let pooled = ctx.broadcast_mul(&m)?.sum(1)?.broadcast_div(&count)?; // [B, h]
         let user = self.fuse.forward(&Tensor::cat(&[&u, &pooled], 1)?)?; // [B, h]
+        let user = match &self.wide {
+            Some(wide) => (user + wide.forward(&batch.features)?)?,
+            None => user,
+        };
         user.matmul(&self.arms.t()?)? * self.logit_scale
     }
 }
@@ -515,8 +540,7 @@ fn reward_model(rows: &[LoggedRow], arms: usize, features: usize, optimism: f64)
     let mut q = Vec::with_capacity(rows.len() * arms);
     for x in &xs {
         for a in 0..arms {
-            let (mean, spread) =
-                model.predict(a, x).map_err(|e| NeuralError::input(format!("reward model: {e}")))?;
+            let (mean, spread) = model.predict(a, x).map_err(|e| NeuralError::input(format!("reward model: {e}")))?;
             q.push((mean.clamp(lo, hi) + optimism * spread.sqrt()) as f32);
         }
     }
@@ -751,7 +775,8 @@ impl NeuralPolicy {
         // 0 in f32, Σ w = 0 and the ratio would be 0/0 = NaN, and one NaN step poisons every
         // weight; with the floor the loss is 0 there and carries no gradient.
         let den = w.sum_all()?.maximum(1e-12f32)?;
-        Ok((num / den)?.neg()?)
+        let value = (num / den)?;
+        Ok(self.with_entropy(value, &log_pi)?.neg()?)
     }
 
     /// `−(1/n) Σ_i [Σ_a π_θ(a|x_i) q̂_ia + w_i (r_i − q̂_i,a_i)]` over the minibatch, with
@@ -773,7 +798,17 @@ impl NeuralPolicy {
         let direct = (&pi * q_rows)?.sum(1)?;
         let w = (pi.gather(&arms, 1)?.squeeze(1)? * inv_p)?.minimum(self.params.clip as f32)?;
         let value = (direct + (w * residual)?)?.mean_all()?;
-        Ok(value.neg()?)
+        Ok(self.with_entropy(value, &log_pi)?.neg()?)
+    }
+
+    /// `value + τ · mean_i H(π_θ(·|x_i))` for the minibatch's `log π` (`[n, arms]`); `value`
+    /// itself when `τ = 0`.
+    fn with_entropy(&self, value: Tensor, log_pi: &Tensor) -> Result<Tensor, NeuralError> {
+        if self.params.entropy == 0.0 {
+            return Ok(value);
+        }
+        let entropy = (log_pi.exp()? * log_pi)?.sum(1)?.neg()?.mean_all()?;
+        Ok((value + (entropy * self.params.entropy)?)?)
     }
 
     /// The weights as safetensors bytes (f32, sorted names), hex-encoded, with the parameters.
@@ -1056,6 +1091,8 @@ mod tests {
             ("optimism", NeuralParams { optimism: f64::INFINITY, objective: Objective::Dr, ..ok.clone() }),
             // Only the doubly robust objective has a reward model to be optimistic about.
             ("optimism", NeuralParams { optimism: 0.1, ..ok.clone() }),
+            ("entropy", NeuralParams { entropy: -0.5, ..ok.clone() }),
+            ("entropy", NeuralParams { entropy: f64::NAN, ..ok.clone() }),
         ];
         for (field, p) in cases {
             match p.validate().unwrap_err() {
@@ -1195,6 +1232,19 @@ mod tests {
         assert_eq!(NeuralPolicy::from_snapshot(&not_hex, &Device::Cpu).unwrap_err().code(), "invalid_policy_state");
         let truncated = NeuralSnapshot { weights: snap.weights[..snap.weights.len() - 8].to_string(), ..snap.clone() };
         assert_eq!(NeuralPolicy::from_snapshot(&truncated, &Device::Cpu).unwrap_err().code(), "invalid_policy_state");
+
+        // The wide path is one more tensor, `user.wide` (features × embedding), saved and
+        // loaded like the others; a snapshot whose parameters and tensors disagree is refused.
+        let wide = NeuralPolicy::new(NeuralParams { wide: true, ..tiny(4, 11) }, 3, &Device::Cpu).unwrap();
+        assert_eq!(wide.parameter_count(), policy.parameter_count() + 4 * 8);
+        let wide_snap = wide.snapshot().unwrap();
+        let loaded = NeuralPolicy::from_snapshot(&wide_snap, &Device::Cpu).unwrap();
+        assert_eq!(wide.pmfs(&inputs).unwrap(), loaded.pmfs(&inputs).unwrap());
+        assert_ne!(wide.pmfs(&inputs).unwrap(), policy.pmfs(&inputs).unwrap());
+        let missing = NeuralSnapshot { params: NeuralParams { wide: true, ..snap.params.clone() }, ..snap.clone() };
+        assert_eq!(NeuralPolicy::from_snapshot(&missing, &Device::Cpu).unwrap_err().code(), "invalid_policy_state");
+        let extra = NeuralSnapshot { params: NeuralParams { wide: false, ..wide_snap.params.clone() }, ..wide_snap };
+        assert_eq!(NeuralPolicy::from_snapshot(&extra, &Device::Cpu).unwrap_err().code(), "invalid_policy_state");
     }
 
     #[test]
@@ -1286,6 +1336,35 @@ mod tests {
             "before {v0:.3}, after {v1:.3}, uniform {uniform:.3}, best {best:.3}, {report:?}"
         );
         assert_eq!(report.steps, 25 * 5);
+    }
+
+    /// The entropy bonus keeps the trained policy softer on the same rows, for either objective.
+    #[test]
+    fn the_entropy_bonus_keeps_the_policy_softer() {
+        let rows = logged(200, 17);
+        let probe: Vec<NeuralInput> = rows.iter().take(100).map(|r| r.input.clone()).collect();
+        for objective in [Objective::Snipw, Objective::Dr] {
+            let mean_entropy = |entropy: f64| {
+                let params = NeuralParams {
+                    epochs: 10,
+                    batch_size: 50,
+                    learning_rate: 0.02,
+                    temperature: 0.5,
+                    objective,
+                    entropy,
+                    ..tiny(4, 3)
+                };
+                let mut policy = NeuralPolicy::new(params, 3, &Device::Cpu).unwrap();
+                policy.train(&rows).unwrap();
+                let pmfs = policy.pmfs(&probe).unwrap();
+                pmfs.iter()
+                    .map(|p| -p.iter().map(|q| if *q > 0.0 { q * q.ln() } else { 0.0 }).sum::<f64>())
+                    .sum::<f64>()
+                    / pmfs.len() as f64
+            };
+            let (sharp, soft) = (mean_entropy(0.0), mean_entropy(0.5));
+            assert!(soft > sharp + 0.05, "{objective:?}: entropy {sharp:.3} without the bonus, {soft:.3} with it");
+        }
     }
 
     /// A sharp policy gives the logged arms of a minibatch probabilities that underflow to 0:

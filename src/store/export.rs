@@ -1,8 +1,8 @@
 //! Reads an experiment version's exposure log for offline analysis (off-policy evaluation):
-//! every mature exposure with its arm, logged propensity, context and the reward of one metric
-//! inside its attribution window, streamed page by page so a large experiment is never held
-//! twice in memory; the count of exposures left out as immature; and a policy snapshot by
-//! its policy version.
+//! every mature exposure with its arm, logged propensity, context (and the encoded context a
+//! contextual policy read) and the reward of one metric inside its attribution window,
+//! streamed page by page so a large experiment is never held twice in memory; the count of
+//! exposures left out as immature; and a policy snapshot by its policy version.
 //!
 //! Portable SQL with `?` placeholders (numbered for Postgres by
 //! [`pg_placeholders`](super::queries::pg_placeholders)), as in `queries::arm_feedback`; only
@@ -10,7 +10,7 @@
 
 use chrono::NaiveDateTime;
 use diesel::prelude::*;
-use diesel::sql_types::{BigInt, Double, Integer, Text, Timestamp};
+use diesel::sql_types::{BigInt, Double, Integer, Nullable, Text, Timestamp};
 
 use super::models::SnapshotRow;
 use super::queries::pg_placeholders;
@@ -45,6 +45,10 @@ pub struct LoggedExposure {
     /// The request context as stored: a JSON object of numbers, strings and booleans.
     #[diesel(sql_type = Text)]
     pub context: String,
+    /// The context a contextual policy read, as logged (`exposures.features`: the encoded
+    /// vector, or `neural_pg`'s `{x, at, events}`); `None` for context-free kinds.
+    #[diesel(sql_type = Nullable<Text>)]
+    pub features: Option<String>,
     #[diesel(sql_type = Double)]
     pub reward: f64,
 }
@@ -64,7 +68,7 @@ fn page_sql(pg: bool, binary: bool, after: bool) -> String {
     let keyset = if after { " AND (e.created_at > ? OR (e.created_at = ? AND e.id > ?))" } else { "" };
     let sql = format!(
         "SELECT e.id AS id, e.created_at AS created_at, e.arm AS arm, e.propensity AS propensity, \
-         e.context AS context, CAST(COALESCE((SELECT {value} FROM rewards r \
+         e.context AS context, e.features AS features, CAST(COALESCE((SELECT {value} FROM rewards r \
            WHERE r.experiment_id = ? AND r.version = ? AND r.metric = ? AND r.exposure_id = e.id \
            AND {within}), 0.0) AS DOUBLE PRECISION) AS reward \
          FROM exposures e WHERE e.experiment_id = ? AND e.version = ? AND e.created_at <= ?{keyset} \

@@ -281,3 +281,255 @@ async fn ope_on_the_platform_log_recovers_what_the_experiment_observed(backend: 
     assert_eq!(r["source"]["n_immature"], 7);
 }
 on_both_backends!(ope_on_the_platform_log_recovers_what_the_experiment_observed);
+
+// ---------------------------------------------------------------------------------------------
+// Contextual snapshots: each exposure's PMF from the context it logged
+// ---------------------------------------------------------------------------------------------
+
+/// Two numeric profile features and one categorical attribute: 2 + (2 + 1) = 5 entries, as in
+/// `contextual.rs`; a 3 s conversion window so the test can wait for maturity.
+fn contextual_definition(key: &str, policy: Value) -> Value {
+    let mut def = definition(key);
+    def["policy"] = policy;
+    def["features"] = json!({
+        "numeric": [{"name": "monetary_90d"}, {"name": "is_returning"}],
+        "categorical": [{"name": "device", "values": ["mobile", "desktop"]}]
+    });
+    def["min_propensity"] = json!(0.05);
+    def["primary_metric"] =
+        json!({"name": "purchase", "kind": "conversion", "window": format!("{}s", WINDOW.as_secs())});
+    def["guardrails"] = json!([]);
+    def
+}
+
+/// Big spenders (a 500 purchase, then a view) get a profile; newcomers have none.
+async fn build_profiles(app: &TestApp, n: usize) {
+    let mut events = Vec::new();
+    for i in 0..n {
+        events.push(json!({"event_id": format!("p-{i}"), "unit_id": format!("big-{i}"), "type": "purchase", "amount": 500.0, "category": "shoes"}));
+        events.push(
+            json!({"event_id": format!("v-{i}"), "unit_id": format!("big-{i}"), "type": "view", "category": "bags"}),
+        );
+    }
+    for chunk in events.chunks(500) {
+        let (s, v) =
+            app.request("POST", "/v1/events/batch", Some(&app.assign_key), Some(&json!({"events": chunk}))).await;
+        assert_eq!(s, 200, "{v}");
+    }
+}
+
+/// Serves `n` units (half big spenders, half newcomers, on two devices) and rewards the world's
+/// conversions: big spenders buy with free shipping (c), newcomers with the coupon (b).
+/// Returns exposure id → (policy version that served it, reward).
+async fn contextual_round(app: &TestApp, key: &str, round: usize, n: usize) -> HashMap<String, (i64, f64)> {
+    let units: Vec<String> =
+        (0..n).map(|i| if i % 2 == 0 { format!("big-{}", i / 2) } else { format!("new-{round}-{i}") }).collect();
+    let requests: Vec<Value> = units
+        .iter()
+        .enumerate()
+        .map(|(i, u)| {
+            let device = if i % 4 < 2 { "mobile" } else { "desktop" };
+            json!({"experiment": key, "unit_id": u, "request_id": format!("r{round}"), "context": {"device": device}})
+        })
+        .collect();
+    let (s, v) =
+        app.request("POST", "/v1/assign/batch", Some(&app.assign_key), Some(&json!({"requests": requests}))).await;
+    assert_eq!(s, 200, "{v}");
+    let mut rewards = Vec::new();
+    let mut out = HashMap::new();
+    for (u, d) in units.iter().zip(v["results"].as_array().unwrap()) {
+        assert_eq!(d["logged"], true, "{d}");
+        let arm = d["arm"].as_str().unwrap();
+        let converts = matches!((u.starts_with("big"), arm), (true, "c") | (false, "b"));
+        if converts {
+            rewards.push(json!({"exposure_id": d["exposure_id"], "metric": "purchase", "value": 1, "idempotency_key": format!("{u}-{round}")}));
+        }
+        let id = d["exposure_id"].as_str().unwrap().to_string();
+        out.insert(id, (d["policy_version"].as_i64().unwrap(), f64::from(u8::from(converts))));
+    }
+    if !rewards.is_empty() {
+        app.reward_many(rewards).await;
+    }
+    out
+}
+
+async fn wait_for_maturity() {
+    actix_web::rt::time::sleep(WINDOW + Duration::from_millis(400)).await;
+}
+
+/// Each mature exposure's importance weight `π(logged arm | its context) / logged propensity`
+/// under `snapshot[:N]`, through the library (`platform::snapshot_policy`), by exposure id.
+fn weights(app: &TestApp, key: &str, policy_version: Option<i64>) -> HashMap<String, f64> {
+    use strategist::ope::platform::{load_experiment_log, snapshot_policy, ExperimentRef};
+    let source = ExperimentRef { key: key.into(), version: None };
+    let log = load_experiment_log(&app.db, &source, strategist::store::now()).unwrap();
+    let target = snapshot_policy(&app.db, &log, policy_version).unwrap();
+    let mut pi = vec![0.0; log.data.n_actions()];
+    log.exposures()
+        .iter()
+        .enumerate()
+        .map(|(i, e)| {
+            target.action_probs(&log.data, i, &mut pi).unwrap();
+            (e.id.clone(), pi[log.data.actions()[i]] / log.data.propensities()[i])
+        })
+        .collect()
+}
+
+fn mean_reward(served: &HashMap<String, (i64, f64)>) -> f64 {
+    served.values().map(|(_, r)| r).sum::<f64>() / served.len() as f64
+}
+
+/// Every estimator finite, inside its own 95% interval.
+fn assert_finite_with_intervals(r: &Value) {
+    for est in ["ipw", "snipw", "dm", "dr", "dr_classic", "switch_dr"] {
+        let v = estimate(r, est);
+        let (lo, hi) = ci95(r, est);
+        assert!(v.is_finite() && lo.is_finite() && hi.is_finite(), "{est}: {r}");
+        assert!(lo <= v + 1e-12 && v <= hi + 1e-12, "{est}: {v} outside [{lo}, {hi}]");
+    }
+}
+
+async fn a_contextual_snapshot_is_evaluated_per_exposure_from_its_logged_context(backend: Backend, policy: Value) {
+    let exact = policy["kind"] == "lin_ucb";
+    let app = spawn_app(backend).await;
+    let key = "ope-ctx";
+    app.create_experiment(&contextual_definition(key, policy.clone())).await;
+    build_profiles(&app, 100).await;
+
+    // Round 1, served by the prior model (policy version 1).
+    let first = contextual_round(&app, key, 1, 200).await;
+    assert!(first.values().all(|(pv, _)| *pv == 1));
+    wait_for_maturity().await;
+    let mean = mean_reward(&first);
+
+    // The snapshot that served the log, evaluated on it: every weight is 1 (lin_ucb, bit for
+    // bit), or 1 up to the Monte Carlo noise of lin_ts's draws, seeded per exposure here.
+    let w = weights(&app, key, None);
+    assert_eq!(w.len(), 200);
+    let mean_weight = w.values().sum::<f64>() / w.len() as f64;
+    if exact {
+        assert!(w.values().all(|w| *w == 1.0), "{w:?}");
+    } else {
+        assert!((mean_weight - 1.0).abs() < 0.1 && w.values().all(|w| w.is_finite() && *w > 0.0), "{w:?}");
+    }
+    let r = report(&app, &format!("experiment:{key}"), "snapshot").await;
+    assert_eq!(r["n"], 200);
+    assert!(r["target"].as_str().unwrap().starts_with("snapshot:1"), "{r}");
+    assert!(close(r["on_policy_value"].as_f64().unwrap(), mean), "{r}");
+    if exact {
+        assert!(close(estimate(&r, "ipw"), mean) && close(estimate(&r, "snipw"), mean), "{r}");
+        assert!(close(r["max_weight"].as_f64().unwrap(), 1.0) && close(r["ess"].as_f64().unwrap(), 200.0), "{r}");
+    } else {
+        assert!((estimate(&r, "snipw") - mean).abs() < 0.05, "mean {mean}: {r}");
+    }
+    assert_finite_with_intervals(&r);
+
+    // The learner folds round 1 into version 2 of the model; evaluated on round 1's log it
+    // finds what round 1 taught it (the converting arm per profile), above the logged value.
+    let learned = app.learn();
+    assert_eq!(learned.snapshots_written, 1, "{learned:?}");
+    let r = report(&app, &format!("experiment:{key}"), "snapshot").await;
+    assert!(r["target"].as_str().unwrap().starts_with("snapshot:2"), "{r}");
+    assert_eq!(r["n"], 200);
+    assert_finite_with_intervals(&r);
+    let snipw = estimate(&r, "snipw");
+    assert!(snipw > 0.6 && ci95(&r, "snipw").0 > mean, "logged {mean}, learned snapshot {r}");
+    assert!(r["max_weight"].as_f64().unwrap() > 1.0, "another policy than the logging one: {r}");
+
+    // Round 2 is served by version 2: its exposures get weight 1 under snapshot:2, round 1's
+    // do not; evaluated on both rounds, either snapshot gives finite estimates.
+    let second = contextual_round(&app, key, 2, 200).await;
+    assert!(second.values().all(|(pv, _)| *pv == 2), "{second:?}");
+    wait_for_maturity().await;
+    let w = weights(&app, key, Some(2));
+    assert_eq!(w.len(), 400);
+    let own: Vec<f64> = second.keys().map(|id| w[id]).collect();
+    if exact {
+        assert!(own.iter().all(|w| *w == 1.0), "{own:?}");
+    } else {
+        let m = own.iter().sum::<f64>() / own.len() as f64;
+        assert!((m - 1.0).abs() < 0.15, "mean weight {m}: {own:?}");
+    }
+    assert!(first.keys().any(|id| (w[id] - 1.0).abs() > 0.1), "round 1 was served by another model");
+    for target in ["snapshot:1", "snapshot:2"] {
+        let r = report(&app, &format!("experiment:{key}"), target).await;
+        assert_eq!(r["n"], 400);
+        assert_finite_with_intervals(&r);
+    }
+
+    // A new version with another [features] schema: its snapshots do not read version 1's
+    // contexts.
+    let mut def = contextual_definition(key, policy);
+    def["policy"]["features"] = json!(6);
+    def["features"]["categorical"][0]["values"] = json!(["mobile", "desktop", "tablet"]);
+    let (s, v) = app.request("PUT", &format!("/v1/experiments/{key}"), Some(&app.admin_key), Some(&def)).await;
+    assert_eq!((s, v["outcome"].as_str()), (200, Some("new_version")), "{v}");
+    let id = strategist::store::queries::get_experiment(&app.db, key).unwrap().row.id;
+    let pv = strategist::store::queries::latest_snapshot(&app.db, id, 2).unwrap().policy_version;
+    let message =
+        failure(&app, &format!("experiment:{key}@1"), &format!("snapshot:{pv}"), "ope_target_not_applicable").await;
+    assert!(message.contains("[features]"), "{message}");
+}
+
+async fn lin_ucb_snapshots_are_evaluated_per_exposure(backend: Backend) {
+    a_contextual_snapshot_is_evaluated_per_exposure_from_its_logged_context(
+        backend,
+        json!({"kind": "lin_ucb", "features": 5, "alpha": 0.2}),
+    )
+    .await;
+}
+on_both_backends!(lin_ucb_snapshots_are_evaluated_per_exposure);
+
+async fn lin_ts_snapshots_are_evaluated_per_exposure(backend: Backend) {
+    a_contextual_snapshot_is_evaluated_per_exposure_from_its_logged_context(
+        backend,
+        json!({"kind": "lin_ts", "features": 5, "v": 0.1, "draws": 64}),
+    )
+    .await;
+}
+on_both_backends!(lin_ts_snapshots_are_evaluated_per_exposure);
+
+/// `neural_pg`: the initial network evaluated on the log it served (weights 1 up to the f32
+/// scoring of another batch), then the retrained network on that log.
+async fn neural_pg_snapshots_are_evaluated_per_exposure(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let key = "ope-neural";
+    let policy = json!({
+        "kind": "neural_pg", "features": 5, "hidden": 8, "embedding": 8, "epochs": 10,
+        "batch_size": 100, "learning_rate": 0.05, "seed": 7, "temperature": 0.5,
+        "retrain_every": "1h", "min_new_rows": 150
+    });
+    app.create_experiment(&contextual_definition(key, policy)).await;
+    build_profiles(&app, 100).await;
+    let served = contextual_round(&app, key, 1, 200).await;
+    wait_for_maturity().await;
+    let mean = mean_reward(&served);
+
+    let w = weights(&app, key, None);
+    assert_eq!(w.len(), 200);
+    assert!(w.values().all(|w| (w - 1.0).abs() < 1e-4), "{w:?}");
+    let r = report(&app, &format!("experiment:{key}"), "snapshot").await;
+    assert!(r["target"].as_str().unwrap().starts_with("snapshot:1"), "{r}");
+    assert!(close(r["on_policy_value"].as_f64().unwrap(), mean), "{r}");
+    for est in ["ipw", "snipw"] {
+        assert!((estimate(&r, est) - mean).abs() < 1e-4, "{est}: mean {mean}, {r}");
+    }
+    assert!((r["max_weight"].as_f64().unwrap() - 1.0).abs() < 1e-4, "{r}");
+    assert_finite_with_intervals(&r);
+
+    // One retrain (off the test's async thread: seconds in a debug build), then the new
+    // network evaluated on the log of the old one.
+    let (db, metrics) = (app.db.clone(), app.state.metrics.clone());
+    let learned = actix_web::rt::task::spawn_blocking(move || {
+        strategist::learner::run_once(&db, &metrics, strategist::store::now())
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    assert_eq!(learned.snapshots_written, 1, "{learned:?}");
+    let r = report(&app, &format!("experiment:{key}"), "snapshot:2").await;
+    assert_eq!(r["n"], 200);
+    assert!(r["max_weight"].as_f64().unwrap() > 1.0 + 1e-3, "a different network: {r}");
+    assert_finite_with_intervals(&r);
+}
+on_both_backends!(neural_pg_snapshots_are_evaluated_per_exposure);

@@ -2,9 +2,13 @@
 //! PMF logged with each exposure, while the served arm stays the live policy's; its value is
 //! estimated off-policy on what was logged (`GET /v1/experiments/{key}/shadow`); it goes
 //! live automatically when its lower confidence bound beats the live value, or by an
-//! admin's audited decision.
+//! admin's audited decision. A `neural_pg` candidate is scored through its own network and
+//! retrained by the learner from the same log, and goes live with its trained weights; a
+//! linear candidate beside a `neural_pg` live policy reads the `x` of its logged context.
 
 use serde_json::{json, Value};
+use strategist::policy::explore;
+use strategist::policy::neural::{NeuralContext, NeuralPolicy, NeuralSnapshot};
 
 use crate::helpers::{definition, spawn_app, Backend, TestApp};
 use crate::on_both_backends;
@@ -205,7 +209,16 @@ on_both_backends!(a_worse_candidate_stays_in_shadow_and_can_be_dropped);
 async fn a_shadow_definition_is_validated(backend: Backend) {
     let app = spawn_app(backend).await;
     let cases = [
-        (shadow_definition("v1", json!({"kind": "neural_pg", "features": 3}), 100, true), "shadow.policy"),
+        // A neural candidate is contextual: it needs `[features]` of its dimension.
+        (shadow_definition("v1", json!({"kind": "neural_pg", "features": 3}), 100, true), "features"),
+        (
+            {
+                let mut d = neural_shadow_definition("v6", json!({"kind": "fixed"}), 100, true);
+                d["shadow"]["policy"]["features"] = json!(4);
+                d
+            },
+            "shadow.policy.features",
+        ),
         (shadow_definition("v2", json!({"kind": "lin_ucb", "features": 3}), 100, true), "features"),
         (shadow_definition("v3", json!({"kind": "thompson_beta"}), 1, true), "shadow.min_exposures"),
         (shadow_definition("v4", json!({"kind": "fixed", "weights": {"zz": 1.0}}), 100, true), "shadow.policy"),
@@ -300,3 +313,305 @@ async fn a_contextual_candidate_learns_in_shadow_and_goes_live_with_its_model(ba
     assert!(right > 160, "the promoted model serves each device its converting arm: {right} / 200");
 }
 on_both_backends!(a_contextual_candidate_learns_in_shadow_and_goes_live_with_its_model);
+
+// ---------------------------------------------------------------- a neural_pg candidate
+
+/// A tiny network (debug builds train slowly) over `tests/api/neural.rs`'s schema: two numeric
+/// profile features and one categorical attribute, 2 + (2 + 1) = 5 entries.
+fn neural_candidate() -> Value {
+    json!({
+        "kind": "neural_pg", "features": 5, "hidden": 8, "embedding": 8, "epochs": 30,
+        "batch_size": 100, "learning_rate": 0.05, "seed": 7,
+        "retrain_every": "1h", "min_new_rows": 150
+    })
+}
+
+/// The live policy `live` with a `neural_pg` candidate in shadow, and the features both read.
+fn neural_shadow_definition(key: &str, live: Value, min_exposures: u64, auto_promote: bool) -> Value {
+    let mut def = definition(key);
+    def["policy"] = live;
+    def["features"] = json!({
+        "numeric": [{"name": "monetary_90d"}, {"name": "is_returning"}],
+        "categorical": [{"name": "device", "values": ["mobile", "desktop"]}]
+    });
+    def["min_propensity"] = json!(0.02);
+    def["shadow"] = json!({"policy": neural_candidate(), "min_exposures": min_exposures, "auto_promote": auto_promote});
+    def
+}
+
+/// Big spenders: a 500 purchase then a view in their profile. Newcomers have no history.
+async fn build_profiles(app: &TestApp, n: usize) {
+    let mut events = Vec::new();
+    for i in 0..n {
+        events.push(json!({"event_id": format!("p-{i}"), "unit_id": format!("big-{i}"), "type": "purchase", "amount": 500.0, "category": "shoes"}));
+        events.push(
+            json!({"event_id": format!("v-{i}"), "unit_id": format!("big-{i}"), "type": "view", "category": "bags"}),
+        );
+    }
+    for chunk in events.chunks(500) {
+        let (s, v) =
+            app.request("POST", "/v1/events/batch", Some(&app.assign_key), Some(&json!({"events": chunk}))).await;
+        assert_eq!(s, 200, "{v}");
+    }
+}
+
+/// The world: big spenders buy with free shipping (`c`), newcomers with the coupon (`b`).
+fn buys(unit: &str, arm: &str) -> bool {
+    matches!((unit.starts_with("big"), arm), (true, "c") | (false, "b"))
+}
+
+/// One logged decision: the unit, the answer, the logged context and both logged PMFs.
+struct Logged {
+    unit: String,
+    answer: Value,
+    context: NeuralContext,
+    pmf: serde_json::Map<String, Value>,
+    shadow: Option<serde_json::Map<String, Value>>,
+}
+
+/// Assigns `n` units (half big spenders, half newcomers), reads each logged exposure and
+/// rewards the conversions.
+async fn neural_round(app: &TestApp, key: &str, round: usize, n: usize) -> Vec<Logged> {
+    let units: Vec<String> =
+        (0..n).map(|i| if i % 2 == 0 { format!("big-{}", i / 2) } else { format!("new-{round}-{i}") }).collect();
+    let requests: Vec<Value> = units
+        .iter()
+        .map(|u| json!({"experiment": key, "unit_id": u, "request_id": format!("r{round}"), "context": {"device": "mobile"}}))
+        .collect();
+    let (s, v) =
+        app.request("POST", "/v1/assign/batch", Some(&app.assign_key), Some(&json!({"requests": requests}))).await;
+    assert_eq!(s, 200, "{v}");
+    let mut rewards = Vec::new();
+    let mut out = Vec::new();
+    for (u, d) in units.iter().zip(v["results"].as_array().unwrap()) {
+        assert_eq!(d["logged"], true, "{d}");
+        let row = strategist::store::queries::find_exposure(&app.db, d["exposure_id"].as_str().unwrap(), None).unwrap();
+        let context: NeuralContext =
+            serde_json::from_str(row.features.as_deref().expect("the neural context is logged")).unwrap();
+        let pmf: serde_json::Map<String, Value> = serde_json::from_str(&row.pmf).unwrap();
+        assert_eq!(pmf[d["arm"].as_str().unwrap()].as_f64(), d["propensity"].as_f64(), "{d}");
+        let shadow = row.shadow_pmf.as_deref().map(|s| serde_json::from_str(s).unwrap());
+        if buys(u, d["arm"].as_str().unwrap()) {
+            rewards.push(json!({"exposure_id": d["exposure_id"], "metric": "purchase", "value": 1, "idempotency_key": d["exposure_id"]}));
+        }
+        out.push(Logged { unit: u.clone(), answer: d.clone(), context, pmf, shadow });
+    }
+    if !rewards.is_empty() {
+        app.reward_many(rewards).await;
+    }
+    out
+}
+
+/// `model`'s floored PMF for each logged context over all three arms, computed here without
+/// the batcher.
+fn floored(model: &NeuralSnapshot, logged: &[Logged]) -> Vec<Vec<f64>> {
+    let policy = NeuralPolicy::from_snapshot(model, &candle_core::Device::Cpu).unwrap();
+    let inputs: Vec<_> = logged.iter().map(|l| l.context.input()).collect();
+    policy
+        .pmfs(&inputs)
+        .unwrap()
+        .iter()
+        .map(|raw| explore::restrict_and_floor(raw, &[true; 3], 0.02).unwrap())
+        .collect()
+}
+
+fn entry(pmf: &serde_json::Map<String, Value>, arm: &str) -> f64 {
+    pmf.get(arm).and_then(Value::as_f64).unwrap_or(0.0)
+}
+
+/// The mean logged shadow probability of `arm` among units starting with `prefix`.
+fn shadow_share(logged: &[Logged], prefix: &str, arm: &str) -> f64 {
+    let of: Vec<f64> = logged
+        .iter()
+        .filter(|l| l.unit.starts_with(prefix))
+        .map(|l| entry(l.shadow.as_ref().expect("shadow_pmf logged"), arm))
+        .collect();
+    of.iter().sum::<f64>() / of.len() as f64
+}
+
+/// The experiment's latest snapshot as this process's registry serves it.
+fn served(app: &TestApp, key: &str) -> std::sync::Arc<strategist::experiment::registry::LiveExperiment> {
+    app.state.registry.load().get(key).cloned().expect("live experiment")
+}
+
+/// One learner pass off the test's async thread (a retrain takes seconds in a debug build,
+/// and the HTTP client's connector must keep running), then a registry reload.
+async fn learn_neural(app: &TestApp) -> strategist::learner::RunReport {
+    let (db, metrics) = (app.db.clone(), app.state.metrics.clone());
+    let now = strategist::store::now();
+    let report = actix_web::rt::task::spawn_blocking(move || strategist::learner::run_once(&db, &metrics, now))
+        .await
+        .expect("learner thread")
+        .expect("learner");
+    app.state.invalidate();
+    app.state.refresh_registry().expect("refresh");
+    report
+}
+
+/// Logs the candidate's PMFs for a first round (checked against its network computed here),
+/// lets the learner retrain it from the log, and logs a second round with the retrained
+/// candidate: returns both rounds and the trained network.
+async fn shadow_rounds(app: &TestApp, key: &str) -> (Vec<Logged>, Vec<Logged>, NeuralSnapshot) {
+    build_profiles(app, 100).await;
+    let initial = served(app, key);
+    assert!(initial.shadow_neural.as_ref().is_some_and(|s| s.is_batched()), "the candidate's own batcher");
+    let untrained = initial.snapshot.shadow.as_ref().and_then(|s| s.neural.clone()).expect("a neural shadow state");
+    assert!(untrained.trained_at.is_none());
+
+    let first = neural_round(app, key, 0, 200).await;
+    let big = first.iter().find(|l| l.unit.starts_with("big")).unwrap();
+    assert_eq!((big.context.x.len(), big.context.events.len()), (5, 2), "features and the two events are logged");
+    // Each exposure logs the candidate's floored PMF for the same context, as its network
+    // gives it here without the batcher.
+    for (l, expected) in first.iter().zip(floored(&untrained.model, &first)) {
+        let shadow = l.shadow.as_ref().expect("shadow_pmf logged");
+        for (arm, p) in ["a", "b", "c"].iter().zip(&expected) {
+            assert!((entry(shadow, arm) - p).abs() < 1e-5, "{}: {arm} logged {shadow:?}, inline {expected:?}", l.unit);
+        }
+    }
+
+    // 200 matured rows >= min_new_rows (150): the learner retrains the candidate from the log
+    // with the live propensities, inside the live snapshot.
+    let report = learn_neural(app).await;
+    assert_eq!(report.snapshots_written, 1, "{report:?}");
+    let after = served(app, key);
+    let trained = after.snapshot.shadow.as_ref().and_then(|s| s.neural.clone()).expect("a neural shadow state");
+    assert!(trained.trained_at.is_some() && trained.rows == 200, "retrained on the 200 rows: {trained:?}");
+    assert_ne!(trained.model, untrained.model);
+    assert!(after.snapshot.shadow.as_ref().unwrap().learned_until.is_some());
+    let (before, after_snips) = (trained.snips_before.unwrap(), trained.snips_after.unwrap());
+    assert!(after_snips > before, "SNIPS on the training rows {before} -> {after_snips}");
+
+    let second = neural_round(app, key, 1, 200).await;
+    for (l, expected) in second.iter().zip(floored(&trained.model, &second)) {
+        let shadow = l.shadow.as_ref().expect("shadow_pmf logged");
+        assert!((entry(shadow, "c") - expected[2]).abs() < 1e-5, "the retrained candidate is scored");
+    }
+    // Retrained on the log, the candidate moves mass to each group's converting arm.
+    let (c0, c1) = (shadow_share(&first, "big", "c"), shadow_share(&second, "big", "c"));
+    let (b0, b1) = (shadow_share(&first, "new", "b"), shadow_share(&second, "new", "b"));
+    assert!(c1 > c0 + 0.1 && c1 > 0.8, "big spenders on free shipping: {c0:.3} -> {c1:.3}");
+    assert!(b1 > b0 + 0.1 && b1 > 0.8, "newcomers on the coupon: {b0:.3} -> {b1:.3}");
+    (first, second, trained.model)
+}
+
+/// After promotion: the experiment's version 2 serves the network trained in shadow, and
+/// each group mostly gets its converting arm.
+async fn serves_the_trained_network(app: &TestApp, key: &str, trained: &NeuralSnapshot) {
+    let (_, exp) = app.request("GET", &format!("/v1/experiments/{key}"), Some(&app.read_key), None).await;
+    assert_eq!((exp["version"].as_i64(), exp["definition"]["policy"]["kind"].as_str()), (Some(2), Some("neural_pg")));
+    assert!(exp["definition"]["features"].is_object() && exp["definition"].get("shadow").is_none(), "{exp}");
+    let live = served(app, key);
+    assert_eq!(live.version, 2);
+    let state = live.snapshot.neural.as_ref().expect("a neural live snapshot");
+    assert_eq!(&state.model, trained, "the weights trained in shadow go live");
+    assert!(state.trained_at.is_some(), "with when they were trained");
+    assert!(live.neural.is_some() && live.shadow_neural.is_none());
+
+    let third = neural_round(app, key, 2, 200).await;
+    assert!(third.iter().all(|l| l.shadow.is_none() && l.answer["policy_version"] == live.policy_version));
+    for (l, expected) in third.iter().zip(floored(trained, &third)) {
+        for (arm, p) in ["a", "b", "c"].iter().zip(&expected) {
+            assert!((entry(&l.pmf, arm) - p).abs() < 1e-5, "{}: served {:?}, trained {expected:?}", l.unit, l.pmf);
+        }
+    }
+    let right = third.iter().filter(|l| buys(&l.unit, l.answer["arm"].as_str().unwrap())).count();
+    assert!(right > 160, "the trained network serves each group its converting arm: {right} / 200");
+}
+
+async fn a_neural_candidate_beside_a_linear_policy_is_retrained_in_shadow_and_promoted_by_an_admin(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let live = json!({"kind": "lin_ucb", "features": 5, "alpha": 0.1});
+    app.create_experiment(&neural_shadow_definition("nlin", live, 300, false)).await;
+    let (_, second, trained) = shadow_rounds(&app, "nlin").await;
+    // The live linear policy reads the `x` of the logged neural context: its learner folded
+    // the first round's 200 rows.
+    let snap = served(&app, "nlin").snapshot.clone();
+    assert!(snap.linear.is_some() && snap.learned_until.is_some());
+    assert_eq!(snap.feedback.iter().map(|f| f.n).sum::<u64>(), 200, "the linear learner folded every row");
+    assert!(second.iter().all(|l| l.pmf.values().all(|p| p.as_f64().unwrap() >= 0.02 - 1e-12)));
+
+    let v = shadow_view(&app, "nlin").await;
+    assert_eq!((v["candidate_kind"].as_str(), v["live_kind"].as_str()), (Some("neural_pg"), Some("lin_ucb")));
+    let e = &v["evaluation"];
+    assert_eq!(e["exposures"], 400, "{v}");
+    assert!(e["candidate"]["estimate"].as_f64().is_some() && e["live"]["estimate"].as_f64().is_some(), "{e}");
+    assert!(e["effective_sample_size"].as_f64().unwrap() > 10.0, "{e}");
+    // auto_promote = false: the learner folds the second round into the live model and
+    // leaves the candidate in shadow (not retrained again within its `retrain_every`).
+    let report = learn_neural(&app).await;
+    assert_eq!((report.snapshots_written, report.promotions), (1, 0), "{report:?}");
+    let still = served(&app, "nlin");
+    assert_eq!(still.snapshot.shadow.as_ref().and_then(|s| s.neural.as_ref()).map(|n| &n.model), Some(&trained));
+
+    let (s, v) = app
+        .request(
+            "POST",
+            "/v1/experiments/nlin/shadow/promote",
+            Some(&app.admin_key),
+            Some(&json!({"reason": "ship it"})),
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    let log = decisions(&app, "nlin").await;
+    let promoted = log.iter().find(|d| d["action"] == "promote_shadow").expect("audited");
+    assert_eq!(
+        (promoted["details"]["previous_policy"].as_str(), promoted["details"]["promoted_policy"].as_str()),
+        (Some("lin_ucb"), Some("neural_pg"))
+    );
+    assert_eq!(promoted["details"]["evaluation"]["exposures"], 400);
+    serves_the_trained_network(&app, "nlin", &trained).await;
+}
+on_both_backends!(a_neural_candidate_beside_a_linear_policy_is_retrained_in_shadow_and_promoted_by_an_admin);
+
+async fn a_neural_candidate_beside_a_context_free_policy_is_promoted_automatically(backend: Backend) {
+    let app = spawn_app(backend).await;
+    // The live policy mostly serves `a`, which nobody buys.
+    let live = json!({"kind": "fixed", "weights": {"a": 0.8, "b": 0.1, "c": 0.1}});
+    app.create_experiment(&neural_shadow_definition("nfix", live, 300, true)).await;
+    let (first, _, trained) = shadow_rounds(&app, "nfix").await;
+    assert!(first.iter().all(|l| (entry(&l.pmf, "a") - (0.8 * 0.94 + 0.02)).abs() < 1e-9), "the live PMF is fixed");
+    let v = shadow_view(&app, "nfix").await;
+    let e = &v["evaluation"];
+    assert_eq!((e["exposures"].as_u64(), e["decision"].as_str()), (Some(400), Some("promote")), "{v}");
+    let (c, l) = (e["candidate"]["lower"].as_f64().unwrap(), e["live"]["estimate"].as_f64().unwrap());
+    assert!(c > l, "{e}");
+
+    let report = learn_neural(&app).await;
+    assert_eq!(report.promotions, 1, "{report:?}");
+    let log = decisions(&app, "nfix").await;
+    let promoted = log.iter().find(|d| d["action"] == "promote_shadow").expect("audited");
+    assert_eq!(promoted["actor"], "learner");
+    assert_eq!(promoted["details"]["evaluation"]["decision"], "promote");
+    serves_the_trained_network(&app, "nfix", &trained).await;
+}
+on_both_backends!(a_neural_candidate_beside_a_context_free_policy_is_promoted_automatically);
+
+async fn a_linear_candidate_beside_a_neural_policy_learns_from_the_logged_neural_context(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let mut live = neural_candidate();
+    live["min_new_rows"] = json!(10_000); // the live network is not retrained in this test
+    let mut def = neural_shadow_definition("lneu", live, 300, false);
+    def["shadow"]["policy"] = json!({"kind": "lin_ucb", "features": 5, "alpha": 0.1});
+    app.create_experiment(&def).await;
+    build_profiles(&app, 100).await;
+    let first = neural_round(&app, "lneu", 0, 200).await;
+    assert!(first.iter().all(|l| l.shadow.is_some()), "the linear candidate scores the logged context's `x`");
+    let report = learn_neural(&app).await;
+    assert_eq!(report.snapshots_written, 1, "{report:?}");
+    let snap = served(&app, "lneu").snapshot.clone();
+    assert!(snap.neural.as_ref().is_some_and(|n| n.trained_at.is_none()), "the live network is untouched");
+    let candidate = snap.shadow.as_deref().expect("the candidate's state");
+    assert!(candidate.linear.is_some() && candidate.learned_until.is_some());
+    assert_eq!(candidate.feedback.iter().map(|f| f.n).sum::<u64>(), 200, "every logged context was folded");
+
+    let second = neural_round(&app, "lneu", 1, 200).await;
+    let (c0, c1) = (shadow_share(&first, "big", "c"), shadow_share(&second, "big", "c"));
+    let (b0, b1) = (shadow_share(&first, "new", "b"), shadow_share(&second, "new", "b"));
+    assert!(c1 > c0 + 0.1 && c1 > 0.8, "big spenders on free shipping: {c0:.3} -> {c1:.3}");
+    assert!(b1 > b0 + 0.1 && b1 > 0.8, "newcomers on the coupon: {b0:.3} -> {b1:.3}");
+    let v = shadow_view(&app, "lneu").await;
+    assert_eq!((v["candidate_kind"].as_str(), v["live_kind"].as_str()), (Some("lin_ucb"), Some("neural_pg")));
+    assert_eq!(v["evaluation"]["exposures"], 400, "{v}");
+}
+on_both_backends!(a_linear_candidate_beside_a_neural_policy_learns_from_the_logged_neural_context);
