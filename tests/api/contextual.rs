@@ -5,7 +5,9 @@
 
 use serde_json::{json, Value};
 
-use crate::helpers::{definition, spawn_app, Backend, TestApp};
+use crate::helpers::{
+    assign_shoppers, build_shopper_profiles, definition, shopper_buys as converts, spawn_app, Backend, TestApp,
+};
 use crate::on_both_backends;
 
 /// Two numeric profile features and one categorical attribute: 2 + (2 + 1) = 5 entries.
@@ -20,36 +22,11 @@ fn contextual_definition(key: &str, policy: Value) -> Value {
     def
 }
 
-/// Big spenders (a 500 purchase in their profile) and newcomers (no history).
-async fn build_profiles(app: &TestApp, n: usize) {
-    let events: Vec<Value> = (0..n)
-        .map(|i| json!({"event_id": format!("p-{i}"), "unit_id": format!("big-{i}"), "type": "purchase", "amount": 500.0, "category": "shoes"}))
-        .collect();
-    for chunk in events.chunks(500) {
-        let (s, v) =
-            app.request("POST", "/v1/events/batch", Some(&app.assign_key), Some(&json!({"events": chunk}))).await;
-        assert_eq!(s, 200, "{v}");
-    }
-}
-
-/// The world: big spenders buy with free shipping (arm c), newcomers with the coupon (b).
-fn converts(unit: &str, arm: &str) -> bool {
-    matches!((unit.starts_with("big"), arm), (true, "c") | (false, "b"))
-}
-
 async fn one_round(app: &TestApp, key: &str, round: usize, n: usize) -> Vec<(String, String)> {
-    let units: Vec<String> =
-        (0..n).map(|i| if i % 2 == 0 { format!("big-{}", i / 2) } else { format!("new-{round}-{i}") }).collect();
-    let requests: Vec<Value> = units
-        .iter()
-        .map(|u| json!({"experiment": key, "unit_id": u, "request_id": format!("r{round}"), "context": {"device": "mobile"}}))
-        .collect();
-    let (s, v) =
-        app.request("POST", "/v1/assign/batch", Some(&app.assign_key), Some(&json!({"requests": requests}))).await;
-    assert_eq!(s, 200, "{v}");
+    let answers = assign_shoppers(app, key, round, n, &["mobile"]).await;
     let mut rewards = Vec::new();
     let mut out = Vec::new();
-    for (u, d) in units.iter().zip(v["results"].as_array().unwrap()) {
+    for (u, d) in &answers {
         assert_eq!(d["logged"], true, "{d}");
         let arm = d["arm"].as_str().unwrap().to_string();
         if converts(u, &arm) {
@@ -68,7 +45,7 @@ async fn a_contextual_policy_learns_to_treat_big_spenders_and_newcomers_differen
     let created = app.create_experiment(&contextual_definition("offer", policy)).await;
     let experiment_id = strategist::store::queries::get_experiment(&app.db, "offer").unwrap().row.id;
     assert_eq!(created["key"], "offer");
-    build_profiles(&app, 200).await;
+    build_shopper_profiles(&app, 200, false).await;
     for round in 0..4 {
         one_round(&app, "offer", round, 200).await;
         let report = app.learn();

@@ -290,3 +290,53 @@ macro_rules! on_both_backends {
         }
     };
 }
+
+/// The contextual tests' world: `big-{i}` units are big spenders (a 500 purchase of shoes in
+/// their profile, then a view of bags when `with_view`), newcomers have no history.
+pub async fn build_shopper_profiles(app: &TestApp, n: usize, with_view: bool) {
+    let mut events = Vec::new();
+    for i in 0..n {
+        events.push(json!({"event_id": format!("p-{i}"), "unit_id": format!("big-{i}"), "type": "purchase", "amount": 500.0, "category": "shoes"}));
+        if with_view {
+            events.push(
+                json!({"event_id": format!("v-{i}"), "unit_id": format!("big-{i}"), "type": "view", "category": "bags"}),
+            );
+        }
+    }
+    for chunk in events.chunks(500) {
+        let (s, v) =
+            app.request("POST", "/v1/events/batch", Some(&app.assign_key), Some(&json!({"events": chunk}))).await;
+        assert_eq!(s, 200, "{v}");
+    }
+}
+
+/// The world: big spenders buy with free shipping (arm `c`), newcomers with the coupon (`b`).
+pub fn shopper_buys(unit: &str, arm: &str) -> bool {
+    matches!((unit.starts_with("big"), arm), (true, "c") | (false, "b"))
+}
+
+/// Assigns `n` shoppers of `round` in one batch: even positions are big spenders
+/// (`big-{i/2}`), odd ones newcomers of this round; pairs of positions take `devices` in
+/// turn. Returns each unit with its answer.
+pub async fn assign_shoppers(
+    app: &TestApp,
+    key: &str,
+    round: usize,
+    n: usize,
+    devices: &[&str],
+) -> Vec<(String, Value)> {
+    let units: Vec<String> =
+        (0..n).map(|i| if i % 2 == 0 { format!("big-{}", i / 2) } else { format!("new-{round}-{i}") }).collect();
+    let requests: Vec<Value> = units
+        .iter()
+        .enumerate()
+        .map(|(i, u)| {
+            let device = devices[(i / 2) % devices.len()];
+            json!({"experiment": key, "unit_id": u, "request_id": format!("r{round}"), "context": {"device": device}})
+        })
+        .collect();
+    let (s, v) =
+        app.request("POST", "/v1/assign/batch", Some(&app.assign_key), Some(&json!({"requests": requests}))).await;
+    assert_eq!(s, 200, "{v}");
+    units.into_iter().zip(v["results"].as_array().unwrap().iter().cloned()).collect()
+}

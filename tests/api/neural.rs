@@ -8,7 +8,9 @@ use serde_json::{json, Value};
 use strategist::policy::explore;
 use strategist::policy::neural::{NeuralContext, NeuralPolicy};
 
-use crate::helpers::{definition, spawn_app, Backend, TestApp};
+use crate::helpers::{
+    assign_shoppers, build_shopper_profiles, definition, shopper_buys as converts, spawn_app, Backend, TestApp,
+};
 use crate::on_both_backends;
 
 /// A tiny network (debug builds train slowly) over the contextual tests' schema: two
@@ -32,27 +34,6 @@ fn tiny_policy() -> Value {
     })
 }
 
-/// Big spenders: a 500 purchase then a view, in their profile. Newcomers have no history.
-async fn build_profiles(app: &TestApp, n: usize) {
-    let mut events = Vec::new();
-    for i in 0..n {
-        events.push(json!({"event_id": format!("p-{i}"), "unit_id": format!("big-{i}"), "type": "purchase", "amount": 500.0, "category": "shoes"}));
-        events.push(
-            json!({"event_id": format!("v-{i}"), "unit_id": format!("big-{i}"), "type": "view", "category": "bags"}),
-        );
-    }
-    for chunk in events.chunks(500) {
-        let (s, v) =
-            app.request("POST", "/v1/events/batch", Some(&app.assign_key), Some(&json!({"events": chunk}))).await;
-        assert_eq!(s, 200, "{v}");
-    }
-}
-
-/// The world: big spenders buy with free shipping (arm c), newcomers with the coupon (b).
-fn converts(unit: &str, arm: &str) -> bool {
-    matches!((unit.starts_with("big"), arm), (true, "c") | (false, "b"))
-}
-
 /// One decision as answered and as logged.
 struct Decided {
     unit: String,
@@ -65,18 +46,10 @@ struct Decided {
 /// Assigns `n` units (half big spenders, half newcomers) in one concurrent batch, checks
 /// each answer against its logged exposure, and rewards the conversions.
 async fn one_round(app: &TestApp, key: &str, round: usize, n: usize) -> Vec<Decided> {
-    let units: Vec<String> =
-        (0..n).map(|i| if i % 2 == 0 { format!("big-{}", i / 2) } else { format!("new-{round}-{i}") }).collect();
-    let requests: Vec<Value> = units
-        .iter()
-        .map(|u| json!({"experiment": key, "unit_id": u, "request_id": format!("r{round}"), "context": {"device": "mobile"}}))
-        .collect();
-    let (s, v) =
-        app.request("POST", "/v1/assign/batch", Some(&app.assign_key), Some(&json!({"requests": requests}))).await;
-    assert_eq!(s, 200, "{v}");
+    let answers = assign_shoppers(app, key, round, n, &["mobile"]).await;
     let mut rewards = Vec::new();
     let mut out = Vec::new();
-    for (u, d) in units.iter().zip(v["results"].as_array().unwrap()) {
+    for (u, d) in &answers {
         assert_eq!(d["logged"], true, "{d}");
         let arm = d["arm"].as_str().unwrap();
         let propensity = d["propensity"].as_f64().unwrap();
@@ -140,7 +113,7 @@ async fn neural_pg_serves_logs_and_retrains_from_the_store(backend: Backend) {
         app.state.registry.load().get("offer").unwrap().neural.as_ref().is_some_and(|n| n.is_batched()),
         "served through the micro-batcher (the default for every model size)"
     );
-    build_profiles(&app, 100).await;
+    build_shopper_profiles(&app, 100, true).await;
 
     // Round 0 on the initial (seeded, untrained) network.
     let first = one_round(&app, "offer", 0, 200).await;
@@ -246,7 +219,7 @@ async fn too_few_new_rows_wait_for_the_next_retrain_and_every_replica_hot_swaps(
     let app = spawn_app(backend).await;
     let (replica, replica_stop) = app.spawn_replica();
     app.create_experiment(&neural_definition("few", tiny_policy())).await;
-    build_profiles(&app, 20).await;
+    build_shopper_profiles(&app, 20, true).await;
     assert_eq!(replica_version(&app, &replica, 1).await, 1, "the replica loads the initial network");
     one_round(&app, "few", 0, 100).await;
     assert_eq!(learn(&app).await.snapshots_written, 0, "100 new rows < min_new_rows 150");

@@ -12,7 +12,7 @@ use strategist::store::models::RewardRow;
 use strategist::store::schema::rewards;
 use strategist::store::{Db, StoreError};
 
-use crate::helpers::{definition, spawn_app, Backend, TestApp};
+use crate::helpers::{assign_shoppers, build_shopper_profiles, definition, shopper_buys, spawn_app, Backend, TestApp};
 use crate::on_both_backends;
 
 /// Attribution window of the experiments below: long enough to send the rewards, short enough
@@ -302,45 +302,17 @@ fn contextual_definition(key: &str, policy: Value) -> Value {
     def
 }
 
-/// Big spenders (a 500 purchase, then a view) get a profile; newcomers have none.
-async fn build_profiles(app: &TestApp, n: usize) {
-    let mut events = Vec::new();
-    for i in 0..n {
-        events.push(json!({"event_id": format!("p-{i}"), "unit_id": format!("big-{i}"), "type": "purchase", "amount": 500.0, "category": "shoes"}));
-        events.push(
-            json!({"event_id": format!("v-{i}"), "unit_id": format!("big-{i}"), "type": "view", "category": "bags"}),
-        );
-    }
-    for chunk in events.chunks(500) {
-        let (s, v) =
-            app.request("POST", "/v1/events/batch", Some(&app.assign_key), Some(&json!({"events": chunk}))).await;
-        assert_eq!(s, 200, "{v}");
-    }
-}
-
 /// Serves `n` units (half big spenders, half newcomers, on two devices) and rewards the world's
 /// conversions: big spenders buy with free shipping (c), newcomers with the coupon (b).
 /// Returns exposure id → (policy version that served it, reward).
 async fn contextual_round(app: &TestApp, key: &str, round: usize, n: usize) -> HashMap<String, (i64, f64)> {
-    let units: Vec<String> =
-        (0..n).map(|i| if i % 2 == 0 { format!("big-{}", i / 2) } else { format!("new-{round}-{i}") }).collect();
-    let requests: Vec<Value> = units
-        .iter()
-        .enumerate()
-        .map(|(i, u)| {
-            let device = if i % 4 < 2 { "mobile" } else { "desktop" };
-            json!({"experiment": key, "unit_id": u, "request_id": format!("r{round}"), "context": {"device": device}})
-        })
-        .collect();
-    let (s, v) =
-        app.request("POST", "/v1/assign/batch", Some(&app.assign_key), Some(&json!({"requests": requests}))).await;
-    assert_eq!(s, 200, "{v}");
+    let answers = assign_shoppers(app, key, round, n, &["mobile", "desktop"]).await;
     let mut rewards = Vec::new();
     let mut out = HashMap::new();
-    for (u, d) in units.iter().zip(v["results"].as_array().unwrap()) {
+    for (u, d) in &answers {
         assert_eq!(d["logged"], true, "{d}");
         let arm = d["arm"].as_str().unwrap();
-        let converts = matches!((u.starts_with("big"), arm), (true, "c") | (false, "b"));
+        let converts = shopper_buys(u, arm);
         if converts {
             rewards.push(json!({"exposure_id": d["exposure_id"], "metric": "purchase", "value": 1, "idempotency_key": format!("{u}-{round}")}));
         }
@@ -394,7 +366,7 @@ async fn a_contextual_snapshot_is_evaluated_per_exposure_from_its_logged_context
     let app = spawn_app(backend).await;
     let key = "ope-ctx";
     app.create_experiment(&contextual_definition(key, policy.clone())).await;
-    build_profiles(&app, 100).await;
+    build_shopper_profiles(&app, 100, true).await;
 
     // Round 1, served by the prior model (policy version 1).
     let first = contextual_round(&app, key, 1, 200).await;
@@ -500,7 +472,7 @@ async fn neural_pg_snapshots_are_evaluated_per_exposure(backend: Backend) {
         "retrain_every": "1h", "min_new_rows": 150
     });
     app.create_experiment(&contextual_definition(key, policy)).await;
-    build_profiles(&app, 100).await;
+    build_shopper_profiles(&app, 100, true).await;
     let served = contextual_round(&app, key, 1, 200).await;
     wait_for_maturity().await;
     let mean = mean_reward(&served);

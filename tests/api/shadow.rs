@@ -10,7 +10,9 @@ use serde_json::{json, Value};
 use strategist::policy::explore;
 use strategist::policy::neural::{NeuralContext, NeuralPolicy, NeuralSnapshot};
 
-use crate::helpers::{definition, spawn_app, Backend, TestApp};
+use crate::helpers::{
+    assign_shoppers, build_shopper_profiles, definition, shopper_buys as buys, spawn_app, Backend, TestApp,
+};
 use crate::on_both_backends;
 
 /// A live policy that mostly serves `a` (which never converts) and a candidate.
@@ -339,27 +341,6 @@ fn neural_shadow_definition(key: &str, live: Value, min_exposures: u64, auto_pro
     def
 }
 
-/// Big spenders: a 500 purchase then a view in their profile. Newcomers have no history.
-async fn build_profiles(app: &TestApp, n: usize) {
-    let mut events = Vec::new();
-    for i in 0..n {
-        events.push(json!({"event_id": format!("p-{i}"), "unit_id": format!("big-{i}"), "type": "purchase", "amount": 500.0, "category": "shoes"}));
-        events.push(
-            json!({"event_id": format!("v-{i}"), "unit_id": format!("big-{i}"), "type": "view", "category": "bags"}),
-        );
-    }
-    for chunk in events.chunks(500) {
-        let (s, v) =
-            app.request("POST", "/v1/events/batch", Some(&app.assign_key), Some(&json!({"events": chunk}))).await;
-        assert_eq!(s, 200, "{v}");
-    }
-}
-
-/// The world: big spenders buy with free shipping (`c`), newcomers with the coupon (`b`).
-fn buys(unit: &str, arm: &str) -> bool {
-    matches!((unit.starts_with("big"), arm), (true, "c") | (false, "b"))
-}
-
 /// One logged decision: the unit, the answer, the logged context and both logged PMFs.
 struct Logged {
     unit: String,
@@ -372,18 +353,10 @@ struct Logged {
 /// Assigns `n` units (half big spenders, half newcomers), reads each logged exposure and
 /// rewards the conversions.
 async fn neural_round(app: &TestApp, key: &str, round: usize, n: usize) -> Vec<Logged> {
-    let units: Vec<String> =
-        (0..n).map(|i| if i % 2 == 0 { format!("big-{}", i / 2) } else { format!("new-{round}-{i}") }).collect();
-    let requests: Vec<Value> = units
-        .iter()
-        .map(|u| json!({"experiment": key, "unit_id": u, "request_id": format!("r{round}"), "context": {"device": "mobile"}}))
-        .collect();
-    let (s, v) =
-        app.request("POST", "/v1/assign/batch", Some(&app.assign_key), Some(&json!({"requests": requests}))).await;
-    assert_eq!(s, 200, "{v}");
+    let answers = assign_shoppers(app, key, round, n, &["mobile"]).await;
     let mut rewards = Vec::new();
     let mut out = Vec::new();
-    for (u, d) in units.iter().zip(v["results"].as_array().unwrap()) {
+    for (u, d) in &answers {
         assert_eq!(d["logged"], true, "{d}");
         let row = strategist::store::queries::find_exposure(&app.db, d["exposure_id"].as_str().unwrap(), None).unwrap();
         let context: NeuralContext =
@@ -452,7 +425,7 @@ async fn learn_neural(app: &TestApp) -> strategist::learner::RunReport {
 /// lets the learner retrain it from the log, and logs a second round with the retrained
 /// candidate: returns both rounds and the trained network.
 async fn shadow_rounds(app: &TestApp, key: &str) -> (Vec<Logged>, Vec<Logged>, NeuralSnapshot) {
-    build_profiles(app, 100).await;
+    build_shopper_profiles(app, 100, true).await;
     let initial = served(app, key);
     assert!(initial.shadow_neural.as_ref().is_some_and(|s| s.is_batched()), "the candidate's own batcher");
     let untrained = initial.snapshot.shadow.as_ref().and_then(|s| s.neural.clone()).expect("a neural shadow state");
@@ -594,7 +567,7 @@ async fn a_linear_candidate_beside_a_neural_policy_learns_from_the_logged_neural
     let mut def = neural_shadow_definition("lneu", live, 300, false);
     def["shadow"]["policy"] = json!({"kind": "lin_ucb", "features": 5, "alpha": 0.1});
     app.create_experiment(&def).await;
-    build_profiles(&app, 100).await;
+    build_shopper_profiles(&app, 100, true).await;
     let first = neural_round(&app, "lneu", 0, 200).await;
     assert!(first.iter().all(|l| l.shadow.is_some()), "the linear candidate scores the logged context's `x`");
     let report = learn_neural(&app).await;
