@@ -555,13 +555,42 @@ impl Registry {
     }
 }
 
+/// A running experiment as the store would hold it, with its initial snapshot (row ids
+/// `id` and `snapshot_id`, created at the Unix epoch), for the tests below.
+#[cfg(test)]
+fn stored_running(definition: Definition, id: i64, snapshot_id: i64) -> (StoredExperiment, SnapshotRow) {
+    assert!(definition.validate().is_empty(), "{:?}", definition.validate());
+    let state = crate::experiment::admin::initial_snapshot(&definition, "salt", 1).unwrap();
+    let at = chrono::DateTime::UNIX_EPOCH.naive_utc();
+    let row = crate::store::models::ExperimentRow {
+        id,
+        key: definition.key.clone(),
+        name: definition.name.clone(),
+        status: "running".into(),
+        current_version: 1,
+        salt: "salt".into(),
+        promoted_arm: None,
+        created_at: at,
+        updated_at: at,
+    };
+    let snap = SnapshotRow {
+        id: snapshot_id,
+        experiment_id: id,
+        version: 1,
+        policy_version: 1,
+        state,
+        n_feedback: 0,
+        created_at: at,
+    };
+    (StoredExperiment { row, definition }, snap)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::experiment::definition::from_toml;
     use crate::policy::neural::NeuralContext;
     use crate::profile::{Event, EventKind};
-    use crate::store::models::ExperimentRow;
     use std::time::Duration;
 
     fn at(h: u32) -> chrono::NaiveDateTime {
@@ -577,29 +606,7 @@ mod tests {
              [features]\nnumeric = [{{ name = \"monetary_90d\" }}, {{ name = \"is_returning\" }}]\n"
         ))
         .unwrap();
-        assert!(definition.validate().is_empty(), "{:?}", definition.validate());
-        let state = crate::experiment::admin::initial_snapshot(&definition, "salt", 1).unwrap();
-        let row = ExperimentRow {
-            id: 7,
-            key: "nn".into(),
-            name: "Neural".into(),
-            status: "running".into(),
-            current_version: 1,
-            salt: "salt".into(),
-            promoted_arm: None,
-            created_at: at(0),
-            updated_at: at(0),
-        };
-        let snap = SnapshotRow {
-            id: 41,
-            experiment_id: 7,
-            version: 1,
-            policy_version: 1,
-            state,
-            n_feedback: 0,
-            created_at: at(0),
-        };
-        (StoredExperiment { row, definition }, snap)
+        super::stored_running(definition, 7, 41)
     }
 
     const POLICY: &str = "kind = \"neural_pg\"\nfeatures = 2\nhidden = 8\nembedding = 8\nseed = 3\ntemperature = 0.3";
@@ -714,7 +721,6 @@ mod tests {
 mod shadow_tests {
     use super::*;
     use crate::experiment::definition::from_toml;
-    use crate::store::models::ExperimentRow;
 
     fn live(shadow: &str) -> LiveExperiment {
         let definition = from_toml(&format!(
@@ -724,30 +730,8 @@ mod shadow_tests {
              [primary_metric]\nname = \"purchase\"\nkind = \"conversion\"\n{shadow}"
         ))
         .unwrap();
-        assert!(definition.validate().is_empty(), "{:?}", definition.validate());
-        let state = crate::experiment::admin::initial_snapshot(&definition, "salt", 1).unwrap();
-        let at = chrono::DateTime::UNIX_EPOCH.naive_utc();
-        let row = ExperimentRow {
-            id: 1,
-            key: "s".into(),
-            name: "Shadow".into(),
-            status: "running".into(),
-            current_version: 1,
-            salt: "salt".into(),
-            promoted_arm: None,
-            created_at: at,
-            updated_at: at,
-        };
-        let snap = SnapshotRow {
-            id: 1,
-            experiment_id: 1,
-            version: 1,
-            policy_version: 1,
-            state,
-            n_feedback: 0,
-            created_at: at,
-        };
-        LiveExperiment::from_stored(StoredExperiment { row, definition }, &snap).unwrap()
+        let (stored, snap) = super::stored_running(definition, 1, 1);
+        LiveExperiment::from_stored(stored, &snap).unwrap()
     }
 
     #[test]
@@ -780,7 +764,6 @@ mod neural_shadow_tests {
     use crate::experiment::definition::from_toml;
     use crate::policy::neural::LoggedRow;
     use crate::profile::{Event, EventKind};
-    use crate::store::models::ExperimentRow;
     use std::time::Duration;
 
     fn at(h: u32) -> chrono::NaiveDateTime {
@@ -801,29 +784,7 @@ mod neural_shadow_tests {
              [shadow]\npolicy = {candidate}\n"
         ))
         .unwrap();
-        assert!(definition.validate().is_empty(), "{:?}", definition.validate());
-        let state = crate::experiment::admin::initial_snapshot(&definition, "salt", 1).unwrap();
-        let row = ExperimentRow {
-            id: 9,
-            key: "ns".into(),
-            name: "Neural shadow".into(),
-            status: "running".into(),
-            current_version: 1,
-            salt: "salt".into(),
-            promoted_arm: None,
-            created_at: at(0),
-            updated_at: at(0),
-        };
-        let snap = SnapshotRow {
-            id: 70,
-            experiment_id: 9,
-            version: 1,
-            policy_version: 1,
-            state,
-            n_feedback: 0,
-            created_at: at(0),
-        };
-        (StoredExperiment { row, definition }, snap)
+        super::stored_running(definition, 9, 70)
     }
 
     fn context(i: usize) -> NeuralContext {
