@@ -96,7 +96,12 @@ pub async fn spawn_app_with(backend: Backend, tweak: impl FnOnce(&mut Settings))
     let handle = app.handle();
     let stop = app.stop_flag();
     let server = actix_web::rt::spawn(app.run_until_stopped());
-    let client = awc::Client::builder().timeout(Duration::from_secs(30)).finish();
+    // The server closes a connection idle for 5 s (actix-web's default keep-alive); awc keeps
+    // idle connections for 15 s by default and may write a request to one the server is
+    // closing, which fails with "connector has been disconnected" (seen after a test's long
+    // training pause). Idle connections are dropped here well before the server's timeout.
+    let connector = awc::Connector::new().conn_keep_alive(Duration::from_secs(2));
+    let client = awc::Client::builder().connector(connector).timeout(Duration::from_secs(30)).finish();
     TestApp {
         address,
         db,
