@@ -207,7 +207,10 @@ async fn ope_on_the_platform_log_recovers_what_the_experiment_observed(backend: 
         assert!(close(estimate(&r, "snipw"), rate), "arm {arm}: rate {rate}, {r}");
         for est in ["ipw", "snipw"] {
             let (lo, hi) = ci95(&r, est);
-            assert!(lo <= rate && rate <= hi, "arm {arm} {est}: rate {rate} outside [{lo}, {hi}]");
+            assert!(
+                lo <= rate && rate <= hi,
+                "arm {arm} {est}: rate {rate} outside [{lo}, {hi}]; shown {per_arm:?}, {r}"
+            );
         }
     }
 
