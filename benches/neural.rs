@@ -3,7 +3,8 @@
 //! features, 10 behaviour events per context, default widths), and the
 //! micro-batcher against inline scoring for 256 concurrent requests and for a
 //! single request, for a tiny, the default and a large model — the crossover
-//! that decides `BatchConfig::inline_max_params`.
+//! that decides `BatchConfig::inline_max_params`, and one decision's PMF for 10 arms ×
+//! 20 features and 100 arms × 64 features.
 //!
 //! Run: `CARGO_TARGET_DIR=/work/target-release cargo bench --bench neural -- --warm-up-time 1 --measurement-time 3`.
 
@@ -27,10 +28,14 @@ fn now() -> NaiveDateTime {
 }
 
 fn inputs(n: usize) -> Vec<NeuralInput> {
+    inputs_of(n, FEATURES)
+}
+
+fn inputs_of(n: usize, features: usize) -> Vec<NeuralInput> {
     let mut rng = StdRng::seed_from_u64(1);
     (0..n)
         .map(|_| {
-            let x: Vec<f64> = (0..FEATURES).map(|_| rng.random_range(-2.0..2.0)).collect();
+            let x: Vec<f64> = (0..features).map(|_| rng.random_range(-2.0..2.0)).collect();
             let events: Vec<Event> = (0..10)
                 .map(|i| Event {
                     kind: EventKind::ALL[rng.random_range(0..4)],
@@ -107,9 +112,29 @@ fn batcher_crossover(c: &mut Criterion) {
     }
 }
 
+/// One decision's PMF (forward pass of one context, eligibility and a 1% floor), as
+/// `/v1/assign` computes it inline, for 10 arms × 20 features and 100 arms × 64 features.
+fn decision_pmf(c: &mut Criterion) {
+    let mut group = c.benchmark_group("neural_decision_pmf");
+    for (arms, features) in [(10usize, 20usize), (100, 64)] {
+        let params = NeuralParams { hidden: 32, embedding: 16, ..NeuralParams::new(features) };
+        let p = NeuralPolicy::new(params, arms, &Device::Cpu).expect("valid parameters");
+        let xs = inputs_of(64, features);
+        let eligible = vec![true; arms];
+        let mut i = 0;
+        group.bench_function(BenchmarkId::from_parameter(format!("{arms}_arms_{features}_features")), |b| {
+            b.iter(|| {
+                i = (i + 1) % xs.len();
+                black_box(p.decision_pmf(black_box(&xs[i]), &eligible, 0.01).expect("pmf"))
+            })
+        });
+    }
+    group.finish();
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default().sample_size(20).warm_up_time(Duration::from_millis(500)).measurement_time(Duration::from_secs(2));
-    targets = forward_throughput, batcher_crossover
+    targets = forward_throughput, batcher_crossover, decision_pmf
 }
 criterion_main!(benches);
