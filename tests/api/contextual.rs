@@ -6,7 +6,8 @@
 use serde_json::{json, Value};
 
 use crate::helpers::{
-    assign_shoppers, build_shopper_profiles, definition, shopper_buys as converts, spawn_app, Backend, TestApp,
+    assign_shoppers, build_shopper_profiles, definition, shopper_buys as converts, shopper_features, spawn_app,
+    Backend, TestApp,
 };
 use crate::on_both_backends;
 
@@ -14,10 +15,7 @@ use crate::on_both_backends;
 fn contextual_definition(key: &str, policy: Value) -> Value {
     let mut def = definition(key);
     def["policy"] = policy;
-    def["features"] = json!({
-        "numeric": [{"name": "monetary_90d"}, {"name": "is_returning"}],
-        "categorical": [{"name": "device", "values": ["mobile", "desktop"]}]
-    });
+    def["features"] = shopper_features();
     def["min_propensity"] = json!(0.02);
     def
 }

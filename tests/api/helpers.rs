@@ -315,6 +315,15 @@ pub async fn build_shopper_profiles(app: &TestApp, n: usize, with_view: bool) {
     }
 }
 
+/// The `[features]` the shoppers' experiments read: two numeric profile features and the
+/// device, one-hot: 2 + (2 + 1) = 5 entries.
+pub fn shopper_features() -> Value {
+    json!({
+        "numeric": [{"name": "monetary_90d"}, {"name": "is_returning"}],
+        "categorical": [{"name": "device", "values": ["mobile", "desktop"]}]
+    })
+}
+
 /// The world: big spenders buy with free shipping (arm `c`), newcomers with the coupon (`b`).
 pub fn shopper_buys(unit: &str, arm: &str) -> bool {
     matches!((unit.starts_with("big"), arm), (true, "c") | (false, "b"))

@@ -12,7 +12,9 @@ use strategist::store::models::RewardRow;
 use strategist::store::schema::rewards;
 use strategist::store::{Db, StoreError};
 
-use crate::helpers::{assign_shoppers, build_shopper_profiles, definition, shopper_buys, spawn_app, Backend, TestApp};
+use crate::helpers::{
+    assign_shoppers, build_shopper_profiles, definition, shopper_buys, shopper_features, spawn_app, Backend, TestApp,
+};
 use crate::on_both_backends;
 
 /// Attribution window of the experiments below: long enough to send the rewards, short enough
@@ -294,10 +296,7 @@ on_both_backends!(ope_on_the_platform_log_recovers_what_the_experiment_observed)
 fn contextual_definition(key: &str, policy: Value) -> Value {
     let mut def = definition(key);
     def["policy"] = policy;
-    def["features"] = json!({
-        "numeric": [{"name": "monetary_90d"}, {"name": "is_returning"}],
-        "categorical": [{"name": "device", "values": ["mobile", "desktop"]}]
-    });
+    def["features"] = shopper_features();
     def["min_propensity"] = json!(0.05);
     def["primary_metric"] =
         json!({"name": "purchase", "kind": "conversion", "window": format!("{}s", WINDOW.as_secs())});

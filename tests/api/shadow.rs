@@ -11,7 +11,8 @@ use strategist::policy::explore;
 use strategist::policy::neural::{NeuralContext, NeuralPolicy, NeuralSnapshot};
 
 use crate::helpers::{
-    assign_shoppers, build_shopper_profiles, definition, shopper_buys as buys, spawn_app, Backend, TestApp,
+    assign_shoppers, build_shopper_profiles, definition, shopper_buys as buys, shopper_features, spawn_app, Backend,
+    TestApp,
 };
 use crate::on_both_backends;
 
@@ -332,10 +333,7 @@ fn neural_candidate() -> Value {
 fn neural_shadow_definition(key: &str, live: Value, min_exposures: u64, auto_promote: bool) -> Value {
     let mut def = definition(key);
     def["policy"] = live;
-    def["features"] = json!({
-        "numeric": [{"name": "monetary_90d"}, {"name": "is_returning"}],
-        "categorical": [{"name": "device", "values": ["mobile", "desktop"]}]
-    });
+    def["features"] = shopper_features();
     def["min_propensity"] = json!(0.02);
     def["shadow"] = json!({"policy": neural_candidate(), "min_exposures": min_exposures, "auto_promote": auto_promote});
     def
