@@ -354,3 +354,16 @@ pub async fn assign_shoppers(
     assert_eq!(s, 200, "{v}");
     units.into_iter().zip(v["results"].as_array().unwrap().iter().cloned()).collect()
 }
+
+/// One learner pass at `now` off the test's async thread (a neural retrain takes seconds in a
+/// debug build, and the HTTP client's connector must keep running), then a registry reload.
+pub async fn learn_off_thread(app: &TestApp, now: chrono::NaiveDateTime) -> strategist::learner::RunReport {
+    let (db, metrics) = (app.db.clone(), app.state.metrics.clone());
+    let report = actix_web::rt::task::spawn_blocking(move || strategist::learner::run_once(&db, &metrics, now))
+        .await
+        .expect("learner thread")
+        .expect("learner");
+    app.state.invalidate();
+    app.state.refresh_registry().expect("refresh");
+    report
+}

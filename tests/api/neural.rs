@@ -83,14 +83,7 @@ fn inline_pmfs(app: &TestApp, key: &str, decided: &[Decided]) -> (i64, Vec<Vec<f
 /// One learner pass as of `now`, off the test's async thread (a retrain takes seconds in a
 /// debug build, and the HTTP client's connector must keep running), then a registry reload.
 async fn learn_at(app: &TestApp, now: chrono::NaiveDateTime) -> strategist::learner::RunReport {
-    let (db, metrics) = (app.db.clone(), app.state.metrics.clone());
-    let report = actix_web::rt::task::spawn_blocking(move || strategist::learner::run_once(&db, &metrics, now))
-        .await
-        .expect("learner thread")
-        .expect("learner");
-    app.state.invalidate();
-    app.state.refresh_registry().expect("refresh");
-    report
+    crate::helpers::learn_off_thread(app, now).await
 }
 
 async fn learn(app: &TestApp) -> strategist::learner::RunReport {

@@ -405,18 +405,9 @@ fn served(app: &TestApp, key: &str) -> std::sync::Arc<strategist::experiment::re
     app.state.registry.load().get(key).cloned().expect("live experiment")
 }
 
-/// One learner pass off the test's async thread (a retrain takes seconds in a debug build,
-/// and the HTTP client's connector must keep running), then a registry reload.
+/// One learner pass now, off the test's async thread, then a registry reload.
 async fn learn_neural(app: &TestApp) -> strategist::learner::RunReport {
-    let (db, metrics) = (app.db.clone(), app.state.metrics.clone());
-    let now = strategist::store::now();
-    let report = actix_web::rt::task::spawn_blocking(move || strategist::learner::run_once(&db, &metrics, now))
-        .await
-        .expect("learner thread")
-        .expect("learner");
-    app.state.invalidate();
-    app.state.refresh_registry().expect("refresh");
-    report
+    crate::helpers::learn_off_thread(app, strategist::store::now()).await
 }
 
 /// Logs the candidate's PMFs for a first round (checked against its network computed here),
