@@ -5,5 +5,7 @@
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> anyhow::Result<()> {
+    // Before any thread starts: it writes the environment.
+    strategist::scoring::settle_cpu_threads();
     strategist::cli::run()
 }

@@ -120,6 +120,26 @@ impl std::fmt::Display for DeviceSpec {
     }
 }
 
+/// Fixes candle's CPU thread count for the life of the process, once, at start.
+///
+/// candle 0.11 asks `candle_core::utils::get_num_threads` for a thread count on every
+/// matrix product; unless `RAYON_NUM_THREADS` is set, that counts the physical cores by
+/// reading and parsing `/proc/cpuinfo` each time, which took ~40% of a debug replay of
+/// the reference stream (perf: `show_cpuinfo`/`vsnprintf` in the kernel) and a
+/// comparable share of a small forward pass. Setting the variable to the count candle
+/// would have computed keeps its behaviour and removes the reads. An existing value is
+/// left as it is. Returns the count candle uses from now on.
+///
+/// Environment writes race with any thread that reads the environment (libpq and the
+/// resolver do, from C), so call it first thing in `main`, before any thread starts.
+pub fn settle_cpu_threads() -> usize {
+    if std::env::var_os("RAYON_NUM_THREADS").is_none() {
+        let threads = candle_core::utils::get_num_threads();
+        std::env::set_var("RAYON_NUM_THREADS", threads.to_string());
+    }
+    candle_core::utils::get_num_threads()
+}
+
 /// Whether this binary was built with the `cuda` feature.
 pub fn cuda_compiled() -> bool {
     cfg!(feature = "cuda")
