@@ -7,6 +7,9 @@
 //! 20 features and 100 arms × 64 features.
 //!
 //! Run: `CARGO_TARGET_DIR=/work/target-release cargo bench --bench neural -- --warm-up-time 1 --measurement-time 3`.
+//! cargo sets `RAYON_NUM_THREADS` (`.cargo/config.toml`), as the binary's `main` does; run
+//! the built bench binary without it (`env -u RAYON_NUM_THREADS target/release/deps/neural-* --bench`)
+//! to see candle re-read `/proc/cpuinfo` on every matrix product.
 
 use std::hint::black_box;
 use std::sync::Arc;
