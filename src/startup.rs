@@ -61,7 +61,11 @@ impl Application {
             .parse::<crate::scoring::DeviceSpec>()
             .and_then(|d| d.resolve())
             .map_err(|e| anyhow::anyhow!("--device {}: {e}", settings.device))?;
-        tracing::info!(device = %crate::scoring::device_name(&device), "scoring device");
+        tracing::info!(
+            device = %crate::scoring::device_name(&device),
+            cpu_threads = candle_core::utils::get_num_threads(),
+            "scoring device"
+        );
         let metrics = Arc::new(Metrics::new());
         let db_up = Arc::new(AtomicBool::new(true));
         let (writer, writer_thread) = LogWriter::start(

@@ -184,6 +184,22 @@ fn simulate_stream_replays_neural_pg_with_scheduled_retrains() {
     let again = run(&args);
     assert_eq!(again["cumulative_regret"], out["cumulative_regret"]);
     assert_eq!(again["avg_reward"], out["avg_reward"]);
+    // candle's CPU thread count: a RAYON_NUM_THREADS given is kept; without one the binary
+    // fixes candle's own count at start (cargo sets 2 for the tests, so remove it here).
+    let threads = |value: Option<&str>| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_strategist"));
+        match value {
+            Some(v) => cmd.env("RAYON_NUM_THREADS", v),
+            None => cmd.env_remove("RAYON_NUM_THREADS"),
+        };
+        let out = cmd.args(args).output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(report["cumulative_regret"], again["cumulative_regret"], "threads change no result");
+        report["cpu_threads"].as_u64().unwrap()
+    };
+    assert_eq!(threads(Some("3")), 3);
+    assert!(threads(None) >= 1);
     for (bad, named) in [(["--param", "temperature=0"], "temperature"), (["--device", "gpu"], "gpu")] {
         let mut a: Vec<&str> = vec!["simulate", "stream", &file, "--policy", "neural_pg", "--rounds", "10", "--json"];
         a.extend_from_slice(&bad);

@@ -237,6 +237,10 @@ pub struct StreamReport {
     /// Retrains done (`neural_pg` only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub retrains: Option<usize>,
+    /// The threads candle's CPU matrix products use (`neural_pg` only): `RAYON_NUM_THREADS`,
+    /// which `main` fixes at start (`scoring::settle_cpu_threads`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cpu_threads: Option<usize>,
 }
 
 /// Parses `k=v` pairs; values are read as JSON (numbers, booleans) or else kept as strings.
@@ -530,6 +534,7 @@ pub fn simulate_on(
         uniform_cumulative_regret: uniform_regret,
         rounds_per_second: if elapsed > 0.0 { n as f64 / elapsed } else { f64::INFINITY },
         retrains: out.retrains,
+        cpu_threads: out.retrains.map(|_| candle_core::utils::get_num_threads()),
     })
 }
 
