@@ -63,7 +63,7 @@ impl Application {
             .map_err(|e| anyhow::anyhow!("--device {}: {e}", settings.device))?;
         tracing::info!(
             device = %crate::scoring::device_name(&device),
-            cpu_threads = candle_core::utils::get_num_threads(),
+            cpu_threads = crate::scoring::cpu_threads(),
             "scoring device"
         );
         let metrics = Arc::new(Metrics::new());

@@ -510,15 +510,17 @@ pub fn simulate_on(
         stream.rounds.iter().map(|r| r.p[r.best_arm] - r.p.iter().sum::<f64>() / r.p.len() as f64).sum();
     let mut shown = params.clone();
     shown.insert("min_propensity".into(), Value::from(options.min_propensity));
-    match &learner {
+    let cpu_threads = match &learner {
         Learner::Neural { config, .. } => {
             shown.insert("first_retrain".into(), Value::from(config.first_retrain));
             shown.insert("growth".into(), Value::from(config.growth));
+            Some(crate::scoring::cpu_threads())
         }
         _ => {
             shown.insert("batch".into(), Value::from(options.batch));
+            None
         }
-    }
+    };
     Ok(StreamReport {
         policy: kind.name().into(),
         params: shown,
@@ -534,7 +536,7 @@ pub fn simulate_on(
         uniform_cumulative_regret: uniform_regret,
         rounds_per_second: if elapsed > 0.0 { n as f64 / elapsed } else { f64::INFINITY },
         retrains: out.retrains,
-        cpu_threads: out.retrains.map(|_| candle_core::utils::get_num_threads()),
+        cpu_threads,
     })
 }
 

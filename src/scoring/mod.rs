@@ -128,15 +128,19 @@ impl std::fmt::Display for DeviceSpec {
 /// the reference stream (perf: `show_cpuinfo`/`vsnprintf` in the kernel) and a
 /// comparable share of a small forward pass. Setting the variable to the count candle
 /// would have computed keeps its behaviour and removes the reads. An existing value is
-/// left as it is. Returns the count candle uses from now on.
+/// left as it is; [`cpu_threads`] reports the count.
 ///
 /// Environment writes race with any thread that reads the environment (libpq and the
 /// resolver do, from C), so call it first thing in `main`, before any thread starts.
-pub fn settle_cpu_threads() -> usize {
+pub fn settle_cpu_threads() {
     if std::env::var_os("RAYON_NUM_THREADS").is_none() {
-        let threads = candle_core::utils::get_num_threads();
-        std::env::set_var("RAYON_NUM_THREADS", threads.to_string());
+        std::env::set_var("RAYON_NUM_THREADS", cpu_threads().to_string());
     }
+}
+
+/// The threads candle's CPU matrix products use (`RAYON_NUM_THREADS` once
+/// [`settle_cpu_threads`] ran), for logs and reports.
+pub fn cpu_threads() -> usize {
     candle_core::utils::get_num_threads()
 }
 

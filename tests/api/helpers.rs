@@ -367,3 +367,8 @@ pub async fn learn_off_thread(app: &TestApp, now: chrono::NaiveDateTime) -> stra
     app.state.refresh_registry().expect("refresh");
     report
 }
+
+/// [`learn_off_thread`] as of now.
+pub async fn learn_now(app: &TestApp) -> strategist::learner::RunReport {
+    learn_off_thread(app, strategist::store::now()).await
+}

@@ -9,8 +9,8 @@ use strategist::policy::explore;
 use strategist::policy::neural::{NeuralContext, NeuralPolicy};
 
 use crate::helpers::{
-    assign_shoppers, build_shopper_profiles, definition, shopper_buys as converts, shopper_features, spawn_app,
-    Backend, TestApp,
+    assign_shoppers, build_shopper_profiles, definition, learn_now, learn_off_thread, shopper_buys as converts,
+    shopper_features, spawn_app, Backend, TestApp,
 };
 use crate::on_both_backends;
 
@@ -80,16 +80,6 @@ fn inline_pmfs(app: &TestApp, key: &str, decided: &[Decided]) -> (i64, Vec<Vec<f
     (live.policy_version, policy.pmfs(&inputs).unwrap())
 }
 
-/// One learner pass as of `now`, off the test's async thread (a retrain takes seconds in a
-/// debug build, and the HTTP client's connector must keep running), then a registry reload.
-async fn learn_at(app: &TestApp, now: chrono::NaiveDateTime) -> strategist::learner::RunReport {
-    crate::helpers::learn_off_thread(app, now).await
-}
-
-async fn learn(app: &TestApp) -> strategist::learner::RunReport {
-    learn_at(app, strategist::store::now()).await
-}
-
 fn mean_share(decided: &[Decided], pmfs: &[Vec<f64>], prefix: &str, arm: usize) -> f64 {
     let of: Vec<f64> =
         decided.iter().zip(pmfs).filter(|(d, _)| d.unit.starts_with(prefix)).map(|(_, p)| p[arm]).collect();
@@ -150,7 +140,7 @@ async fn neural_pg_serves_logs_and_retrains_from_the_store(backend: Backend) {
     }
 
     // 200 matured rows >= min_new_rows (150): the learner retrains and writes version 2.
-    let report = learn(&app).await;
+    let report = learn_now(&app).await;
     assert_eq!(report.snapshots_written, 1, "{report:?}");
     let (pv, after_one) = inline_pmfs(&app, "offer", &first);
     assert_eq!(pv, 2);
@@ -159,10 +149,10 @@ async fn neural_pg_serves_logs_and_retrains_from_the_store(backend: Backend) {
     assert!(second.iter().all(|d| d.answer["policy_version"] == 2), "the new snapshot is served");
 
     // Within `retrain_every` (1h) nothing is retrained, however many rows matured.
-    assert_eq!(learn(&app).await.snapshots_written, 0);
+    assert_eq!(learn_now(&app).await.snapshots_written, 0);
     // An hour later it is.
     let later = strategist::store::now() + chrono::Duration::minutes(61);
-    let report = learn_at(&app, later).await;
+    let report = learn_off_thread(&app, later).await;
     assert_eq!(report.snapshots_written, 1, "{report:?}");
     let (pv, trained) = inline_pmfs(&app, "offer", &first);
     assert_eq!(pv, 3);
@@ -213,9 +203,9 @@ async fn too_few_new_rows_wait_for_the_next_retrain_and_every_replica_hot_swaps(
     build_shopper_profiles(&app, 20, true).await;
     assert_eq!(replica_version(&app, &replica, 1).await, 1, "the replica loads the initial network");
     one_round(&app, "few", 0, 100).await;
-    assert_eq!(learn(&app).await.snapshots_written, 0, "100 new rows < min_new_rows 150");
+    assert_eq!(learn_now(&app).await.snapshots_written, 0, "100 new rows < min_new_rows 150");
     one_round(&app, "few", 1, 100).await;
-    assert_eq!(learn(&app).await.snapshots_written, 1, "200 new rows");
+    assert_eq!(learn_now(&app).await.snapshots_written, 1, "200 new rows");
     assert_eq!(app.state.registry.load().get("few").unwrap().policy_version, 2);
     let seen = replica_version(&app, &replica, 2).await;
     replica_stop.store(true, std::sync::atomic::Ordering::Relaxed);

@@ -11,8 +11,8 @@ use strategist::policy::explore;
 use strategist::policy::neural::{NeuralContext, NeuralPolicy, NeuralSnapshot};
 
 use crate::helpers::{
-    assign_shoppers, build_shopper_profiles, definition, shopper_buys as buys, shopper_features, spawn_app, Backend,
-    TestApp,
+    assign_shoppers, build_shopper_profiles, definition, learn_now, shopper_buys as buys, shopper_features, spawn_app,
+    Backend, TestApp,
 };
 use crate::on_both_backends;
 
@@ -405,11 +405,6 @@ fn served(app: &TestApp, key: &str) -> std::sync::Arc<strategist::experiment::re
     app.state.registry.load().get(key).cloned().expect("live experiment")
 }
 
-/// One learner pass now, off the test's async thread, then a registry reload.
-async fn learn_neural(app: &TestApp) -> strategist::learner::RunReport {
-    crate::helpers::learn_off_thread(app, strategist::store::now()).await
-}
-
 /// Logs the candidate's PMFs for a first round (checked against its network computed here),
 /// lets the learner retrain it from the log, and logs a second round with the retrained
 /// candidate: returns both rounds and the trained network.
@@ -434,7 +429,7 @@ async fn shadow_rounds(app: &TestApp, key: &str) -> (Vec<Logged>, Vec<Logged>, N
 
     // 200 matured rows >= min_new_rows (150): the learner retrains the candidate from the log
     // with the live propensities, inside the live snapshot.
-    let report = learn_neural(app).await;
+    let report = learn_now(app).await;
     assert_eq!(report.snapshots_written, 1, "{report:?}");
     let after = served(app, key);
     let trained = after.snapshot.shadow.as_ref().and_then(|s| s.neural.clone()).expect("a neural shadow state");
@@ -501,7 +496,7 @@ async fn a_neural_candidate_beside_a_linear_policy_is_retrained_in_shadow_and_pr
     assert!(e["effective_sample_size"].as_f64().unwrap() > 10.0, "{e}");
     // auto_promote = false: the learner folds the second round into the live model and
     // leaves the candidate in shadow (not retrained again within its `retrain_every`).
-    let report = learn_neural(&app).await;
+    let report = learn_now(&app).await;
     assert_eq!((report.snapshots_written, report.promotions), (1, 0), "{report:?}");
     let still = served(&app, "nlin");
     assert_eq!(still.snapshot.shadow.as_ref().and_then(|s| s.neural.as_ref()).map(|n| &n.model), Some(&trained));
@@ -539,7 +534,7 @@ async fn a_neural_candidate_beside_a_context_free_policy_is_promoted_automatical
     let (c, l) = (e["candidate"]["lower"].as_f64().unwrap(), e["live"]["estimate"].as_f64().unwrap());
     assert!(c > l, "{e}");
 
-    let report = learn_neural(&app).await;
+    let report = learn_now(&app).await;
     assert_eq!(report.promotions, 1, "{report:?}");
     let log = decisions(&app, "nfix").await;
     let promoted = log.iter().find(|d| d["action"] == "promote_shadow").expect("audited");
@@ -559,7 +554,7 @@ async fn a_linear_candidate_beside_a_neural_policy_learns_from_the_logged_neural
     build_shopper_profiles(&app, 100, true).await;
     let first = neural_round(&app, "lneu", 0, 200).await;
     assert!(first.iter().all(|l| l.shadow.is_some()), "the linear candidate scores the logged context's `x`");
-    let report = learn_neural(&app).await;
+    let report = learn_now(&app).await;
     assert_eq!(report.snapshots_written, 1, "{report:?}");
     let snap = served(&app, "lneu").snapshot.clone();
     assert!(snap.neural.as_ref().is_some_and(|n| n.trained_at.is_none()), "the live network is untouched");
